@@ -1,0 +1,147 @@
+//! MongoDB: the databases and collections of the design (section 9), and their indexes.
+//!
+//! Every document of the fleet lives here; Redis only carries small messages that point at documents.
+//! A database-name prefix (`CSPM_DB_PREFIX`) lets tests give every test its own databases on one server.
+
+use std::time::Duration;
+
+use bson::{Document, doc};
+use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::{Client, Collection, Database, IndexModel};
+
+use crate::error::{StoreError, StoreResult};
+
+/// The logical databases (names as in the seed product).
+pub const PLATFORM_DB: &str = "cspm_platform";
+pub const ORCHESTRATION_DB: &str = "cspm_orchestration";
+pub const CLOUD_SECURITY_DB: &str = "cspm_cloud_security";
+pub const NATIVE_SCANS_DB: &str = "native_scans";
+
+/// Handles to every collection the fleet uses. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Mongo {
+    client: Client,
+    pub users: Collection<Document>,
+    pub teams: Collection<Document>,
+    pub scan_runs: Collection<Document>,
+    pub sub_jobs: Collection<Document>,
+    pub cloud_accounts: Collection<Document>,
+    pub findings: Collection<Document>,
+    pub scan_results: Collection<Document>,
+    platform: Database,
+    cloud_security: Database,
+}
+
+impl Mongo {
+    /// Connects lazily: the driver opens connections on first use, so a process can start while the
+    /// database is down and become ready when it returns. `timeout` bounds server selection and connects,
+    /// so that a request fails fast (503) instead of hanging when the database is away.
+    pub async fn connect(uri: &str, db_prefix: &str, app_name: &str, timeout: Duration) -> StoreResult<Self> {
+        let mut opts = ClientOptions::parse(uri).await.map_err(|e| StoreError::Database(e.to_string()))?;
+        opts.app_name = Some(app_name.to_string());
+        opts.server_selection_timeout = Some(timeout);
+        opts.connect_timeout = Some(timeout);
+        opts.max_pool_size = Some(opts.max_pool_size.unwrap_or(32));
+        let client = Client::with_options(opts).map_err(|e| StoreError::Database(e.to_string()))?;
+        Ok(Self::from_client(client, db_prefix))
+    }
+
+    pub fn from_client(client: Client, prefix: &str) -> Self {
+        let db = |name: &str| client.database(&format!("{prefix}{name}"));
+        let platform = db(PLATFORM_DB);
+        let orchestration = db(ORCHESTRATION_DB);
+        let cloud = db(CLOUD_SECURITY_DB);
+        let native = db(NATIVE_SCANS_DB);
+        Self {
+            users: platform.collection("users"),
+            teams: platform.collection("teams"),
+            scan_runs: orchestration.collection("scan_runs"),
+            sub_jobs: orchestration.collection("sub_jobs"),
+            cloud_accounts: cloud.collection("cloud_accounts"),
+            findings: cloud.collection("findings"),
+            scan_results: native.collection("scan_results"),
+            platform,
+            cloud_security: cloud,
+            client,
+        }
+    }
+
+    pub fn cloud_security_db(&self) -> &Database {
+        &self.cloud_security
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Whether the database answers a `ping`.
+    pub async fn ping(&self) -> StoreResult<()> {
+        self.platform.run_command(doc! { "ping": 1 }).await?;
+        Ok(())
+    }
+
+    /// Creates every index the fleet relies on. Idempotent: creating an existing index is a no-op.
+    pub async fn ensure_indexes(&self) -> StoreResult<()> {
+        for (coll, specs) in self.index_specs() {
+            let models: Vec<IndexModel> = specs
+                .into_iter()
+                .map(|(name, keys, unique)| {
+                    IndexModel::builder()
+                        .keys(keys)
+                        .options(IndexOptions::builder().name(name.to_string()).unique(unique).build())
+                        .build()
+                })
+                .collect();
+            coll.create_indexes(models).await?;
+        }
+        Ok(())
+    }
+
+    /// The indexes, as (collection, [(name, keys, unique)]); `docs/ARCHITECTURE.md` lists the same.
+    #[allow(clippy::type_complexity)]
+    fn index_specs(&self) -> Vec<(&Collection<Document>, Vec<(&'static str, Document, bool)>)> {
+        vec![
+            (&self.users, vec![("uniq_email", doc! { "email": 1 }, true)]),
+            (&self.teams, vec![("uniq_name", doc! { "name": 1 }, true)]),
+            (
+                &self.cloud_accounts,
+                vec![(
+                    "uniq_team_provider_account",
+                    doc! { "team_id": 1, "provider": 1, "provider_account_id": 1 },
+                    true,
+                )],
+            ),
+            (
+                &self.scan_runs,
+                vec![
+                    ("team_created", doc! { "team_id": 1, "created_at": -1 }, false),
+                    ("team_account_created", doc! { "team_id": 1, "account_id": 1, "created_at": -1 }, false),
+                    ("status_created", doc! { "status": 1, "created_at": 1 }, false),
+                ],
+            ),
+            (
+                &self.sub_jobs,
+                vec![
+                    ("run", doc! { "run_id": 1, "status": 1 }, false),
+                    ("dispatch", doc! { "queue": 1, "status": 1, "dispatched_at": 1 }, false),
+                    ("lease", doc! { "status": 1, "lease_expires_at": 1 }, false),
+                ],
+            ),
+            (
+                &self.findings,
+                vec![
+                    ("uniq_dedup_key", doc! { "dedup_key": 1 }, true),
+                    ("team_last_seen", doc! { "team_id": 1, "last_seen": -1 }, false),
+                    ("team_run", doc! { "team_id": 1, "last_run_id": 1 }, false),
+                ],
+            ),
+            (
+                &self.scan_results,
+                vec![
+                    ("uniq_scan_id", doc! { "scan_id": 1 }, true),
+                    ("team_created", doc! { "team_id": 1, "created_at": -1 }, false),
+                ],
+            ),
+        ]
+    }
+}

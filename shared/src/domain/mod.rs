@@ -1,0 +1,7 @@
+//! The domain: what the fleet manipulates, independent of storage and transport.
+
+pub mod native;
+pub mod provider;
+pub mod role;
+pub mod scan;
+pub mod severity;

@@ -1,0 +1,315 @@
+//! Native (non-cloud) scan targets: parsing, the SSRF guard, port lists and network scan profiles.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// What a native scan points at, as the user wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Ip(IpAddr),
+    /// A small IPv4 or IPv6 block (at most 256 addresses).
+    Cidr(IpAddr, u8),
+    Host(String),
+}
+
+impl Target {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let s = raw.trim();
+        if s.is_empty() || s.len() > 253 {
+            return Err("target must be an IP address, a small CIDR block or a host name".into());
+        }
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(Target::Ip(ip));
+        }
+        if let Some((addr, len)) = s.split_once('/') {
+            let ip: IpAddr = addr.parse().map_err(|_| format!("`{s}`: not a CIDR block"))?;
+            let len: u8 = len.parse().map_err(|_| format!("`{s}`: bad prefix length"))?;
+            let (min, max) = if ip.is_ipv4() { (24, 32) } else { (120, 128) };
+            if !(min..=max).contains(&len) {
+                return Err(format!("`{s}`: CIDR blocks are limited to /{min} or smaller (at most 256 addresses)"));
+            }
+            return Ok(Target::Cidr(ip, len));
+        }
+        let valid_label = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        if s.split('.').all(valid_label) && !s.starts_with('-') {
+            Ok(Target::Host(s.to_ascii_lowercase()))
+        } else {
+            Err(format!("`{s}` is not an IP address, CIDR block or host name"))
+        }
+    }
+
+    /// The addresses to check before scanning: the address, the first and last of a block, or none for a
+    /// host name (resolve it first with [`resolve`]).
+    pub fn literal_addresses(&self) -> Vec<IpAddr> {
+        match self {
+            Target::Ip(ip) => vec![*ip],
+            Target::Cidr(ip, len) => {
+                let (first, last) = cidr_bounds(*ip, *len);
+                vec![first, last]
+            }
+            Target::Host(_) => vec![],
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Ip(ip) => write!(f, "{ip}"),
+            Target::Cidr(ip, len) => {
+                let (first, _) = cidr_bounds(*ip, *len);
+                write!(f, "{first}/{len}")
+            }
+            Target::Host(h) => f.write_str(h),
+        }
+    }
+}
+
+fn cidr_bounds(ip: IpAddr, len: u8) -> (IpAddr, IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let bits = u32::from(v4);
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+            (IpAddr::V4((bits & mask).into()), IpAddr::V4((bits | !mask).into()))
+        }
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            let mask = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
+            (IpAddr::V6((bits & mask).into()), IpAddr::V6((bits | !mask).into()))
+        }
+    }
+}
+
+/// The class of an address, for the SSRF guard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressClass {
+    Public,
+    Private,
+    Loopback,
+    /// Link-local, cloud metadata, unspecified, multicast, broadcast, documentation: never scanned.
+    Forbidden,
+}
+
+pub fn classify(ip: IpAddr) -> AddressClass {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            if v4.is_loopback() {
+                AddressClass::Loopback
+            } else if v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || o[0] == 0
+                || o[0] >= 240
+            {
+                AddressClass::Forbidden
+            } else if v4.is_private() || (o[0] == 100 && (64..128).contains(&o[1])) || (o[0] == 198 && (o[1] & 0xfe) == 18)
+            {
+                AddressClass::Private
+            } else {
+                AddressClass::Public
+            }
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return classify(IpAddr::V4(v4));
+            }
+            let seg = v6.segments();
+            if v6.is_loopback() {
+                AddressClass::Loopback
+            } else if v6.is_unspecified()
+                || v6.is_multicast()
+                || (seg[0] & 0xffc0) == 0xfe80
+                || (seg[0] == 0xfd00 && seg[1] == 0x0ec2)
+                || (seg[0] == 0x2001 && seg[1] == 0x0db8)
+            {
+                AddressClass::Forbidden
+            } else if (seg[0] & 0xfe00) == 0xfc00 {
+                AddressClass::Private
+            } else {
+                AddressClass::Public
+            }
+        }
+    }
+}
+
+/// Which address classes the operator allows as scan targets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TargetPolicy {
+    pub allow_private: bool,
+    pub allow_loopback: bool,
+}
+
+impl TargetPolicy {
+    pub fn check(&self, ip: IpAddr) -> Result<(), String> {
+        match classify(ip) {
+            AddressClass::Public => Ok(()),
+            AddressClass::Private if self.allow_private => Ok(()),
+            AddressClass::Loopback if self.allow_loopback => Ok(()),
+            AddressClass::Private => Err(format!(
+                "target {ip} is a private address; the operator has not allowed private scan targets (ALLOW_PRIVATE_SCAN_TARGETS)"
+            )),
+            AddressClass::Loopback => Err(format!(
+                "target {ip} is a loopback address; loopback scan targets are not allowed (CSPM_ALLOW_LOOPBACK_SCAN_TARGETS)"
+            )),
+            AddressClass::Forbidden => Err(format!(
+                "target {ip} is a link-local, metadata or reserved address and is never scanned (SSRF protection)"
+            )),
+        }
+    }
+
+    /// Resolves the target and checks every address it stands for. Returns the addresses to scan, so that
+    /// the scanner never resolves the name again (a second lookup could answer differently).
+    pub async fn resolve(&self, target: &Target) -> Result<Vec<IpAddr>, String> {
+        let addrs = match target {
+            Target::Host(h) => {
+                let found: Vec<IpAddr> = tokio::net::lookup_host((h.as_str(), 0))
+                    .await
+                    .map_err(|e| format!("cannot resolve `{h}`: {e}"))?
+                    .map(|sa| sa.ip())
+                    .collect();
+                if found.is_empty() {
+                    return Err(format!("`{h}` resolves to no address"));
+                }
+                found
+            }
+            other => other.literal_addresses(),
+        };
+        for ip in &addrs {
+            self.check(*ip)?;
+        }
+        let mut addrs = addrs;
+        addrs.sort();
+        addrs.dedup();
+        Ok(addrs)
+    }
+}
+
+/// A port list as nmap takes it: `22,80,8000-8100`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PortList(String);
+
+impl PortList {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let s: String = raw.chars().filter(|c| !c.is_whitespace()).collect();
+        if s.is_empty() || s.len() > 512 {
+            return Err("ports must be a list like `22,80,8000-8100` (at most 512 characters)".into());
+        }
+        for part in s.split(',') {
+            let (a, b) = part.split_once('-').unwrap_or((part, part));
+            let a: u16 = a.parse().map_err(|_| format!("`{part}` is not a port or port range"))?;
+            let b: u16 = b.parse().map_err(|_| format!("`{part}` is not a port or port range"))?;
+            if a == 0 || b < a {
+                return Err(format!("`{part}` is not a valid port range (1-65535, low-high)"));
+            }
+        }
+        Ok(Self(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The network-discovery profiles of the seed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkScanType {
+    PingSweep,
+    PortScan,
+    ServiceDetection,
+    Comprehensive,
+    VulnerabilityScan,
+}
+
+impl NetworkScanType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkScanType::PingSweep => "ping_sweep",
+            NetworkScanType::PortScan => "port_scan",
+            NetworkScanType::ServiceDetection => "service_detection",
+            NetworkScanType::Comprehensive => "comprehensive",
+            NetworkScanType::VulnerabilityScan => "vulnerability_scan",
+        }
+    }
+}
+
+impl FromStr for NetworkScanType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ping_sweep" => Ok(Self::PingSweep),
+            "port_scan" => Ok(Self::PortScan),
+            "service_detection" => Ok(Self::ServiceDetection),
+            "comprehensive" => Ok(Self::Comprehensive),
+            "vulnerability_scan" => Ok(Self::VulnerabilityScan),
+            _ => Err(format!(
+                "unknown network scan type `{s}` (expected ping_sweep, port_scan, service_detection, comprehensive or vulnerability_scan)"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_as_ips_blocks_or_names() {
+        assert_eq!(Target::parse("127.0.0.1"), Ok(Target::Ip("127.0.0.1".parse().expect("ip"))));
+        assert!(matches!(Target::parse("10.0.0.7/24"), Ok(Target::Cidr(_, 24))));
+        assert_eq!(Target::parse("10.0.0.7/24").map(|t| t.to_string()), Ok("10.0.0.0/24".to_string()));
+        assert!(Target::parse("10.0.0.0/8").is_err());
+        assert_eq!(Target::parse("Example.COM"), Ok(Target::Host("example.com".into())));
+        for bad in ["", "a b", "-x.com", "x..com", "http://x.com", "1.2.3.4; rm -rf /"] {
+            assert!(Target::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_guard_refuses_what_the_operator_has_not_allowed() {
+        let strict = TargetPolicy::default();
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert!(strict.check(ip("8.8.8.8")).is_ok());
+        assert!(strict.check(ip("127.0.0.1")).is_err());
+        assert!(strict.check(ip("10.1.2.3")).is_err());
+        assert!(strict.check(ip("::ffff:127.0.0.1")).is_err());
+        let open = TargetPolicy { allow_private: true, allow_loopback: true };
+        assert!(open.check(ip("127.0.0.1")).is_ok());
+        assert!(open.check(ip("::1")).is_ok());
+        assert!(open.check(ip("192.168.1.1")).is_ok());
+        for never in ["169.254.169.254", "0.0.0.0", "fe80::1", "fd00:ec2::254", "224.0.0.1", "255.255.255.255"] {
+            assert!(open.check(ip(never)).is_err(), "{never}");
+        }
+    }
+
+    #[tokio::test]
+    async fn host_names_are_resolved_and_every_address_checked() {
+        let strict = TargetPolicy::default();
+        let err = strict.resolve(&Target::Host("localhost".into())).await.expect_err("loopback refused");
+        assert!(err.contains("loopback"), "{err}");
+        let loopback = TargetPolicy { allow_private: false, allow_loopback: true };
+        let addrs = loopback.resolve(&Target::Host("localhost".into())).await.expect("resolves");
+        assert!(addrs.iter().all(|a| a.is_loopback()));
+    }
+
+    #[test]
+    fn port_lists_are_validated() {
+        assert!(PortList::parse("22, 80,8000-8100").is_ok());
+        for bad in ["", "0", "70000", "80-22", "http", "1;2"] {
+            assert!(PortList::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! Roles and the permission matrix, kept as data in one place.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Admin,
+    SecurityManager,
+    SecurityAnalyst,
+    ComplianceOfficer,
+    Auditor,
+    Viewer,
+}
+
+impl Role {
+    pub const ALL: [Role; 6] = [
+        Role::Admin,
+        Role::SecurityManager,
+        Role::SecurityAnalyst,
+        Role::ComplianceOfficer,
+        Role::Auditor,
+        Role::Viewer,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::SecurityManager => "security_manager",
+            Role::SecurityAnalyst => "security_analyst",
+            Role::ComplianceOfficer => "compliance_officer",
+            Role::Auditor => "auditor",
+            Role::Viewer => "viewer",
+        }
+    }
+
+    pub fn can(self, permission: Permission) -> bool {
+        self == Role::Admin || permission.granted_to().contains(&self)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown role `{s}`"))
+    }
+}
+
+/// What a route needs. Admin holds every permission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Permission {
+    ViewScans,
+    RunScans,
+    ManageScans,
+    ViewCloudAccounts,
+    ManageCloudAccounts,
+}
+
+impl Permission {
+    /// The non-admin roles that hold the permission (the seed's matrix).
+    pub fn granted_to(self) -> &'static [Role] {
+        use Role::*;
+        match self {
+            Permission::ViewScans | Permission::ViewCloudAccounts => {
+                &[SecurityManager, SecurityAnalyst, ComplianceOfficer, Auditor, Viewer]
+            }
+            Permission::RunScans => &[SecurityManager, SecurityAnalyst],
+            Permission::ManageScans | Permission::ManageCloudAccounts => &[SecurityManager],
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::ViewScans => "view_scans",
+            Permission::RunScans => "run_scans",
+            Permission::ManageScans => "manage_scans",
+            Permission::ViewCloudAccounts => "view_cloud_accounts",
+            Permission::ManageCloudAccounts => "manage_cloud_accounts",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_matrix_matches_the_design() {
+        use Permission::*;
+        use Role::*;
+        let run: Vec<Role> = Role::ALL.into_iter().filter(|r| r.can(RunScans)).collect();
+        assert_eq!(run, vec![Admin, SecurityManager, SecurityAnalyst]);
+        let cancel: Vec<Role> = Role::ALL.into_iter().filter(|r| r.can(ManageScans)).collect();
+        assert_eq!(cancel, vec![Admin, SecurityManager]);
+        assert!(Role::ALL.into_iter().all(|r| r.can(ViewScans)));
+    }
+
+    #[test]
+    fn roles_round_trip() {
+        for r in Role::ALL {
+            assert_eq!(r.as_str().parse::<Role>(), Ok(r));
+        }
+        assert!("root".parse::<Role>().is_err());
+    }
+}

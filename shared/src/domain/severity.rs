@@ -1,0 +1,92 @@
+//! Finding severities and per-severity counts.
+
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Severities, in the OCSF order (`severity_id` 1–5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Informational,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Informational => "informational",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+
+    /// The OCSF `severity_id`.
+    pub fn ocsf_id(self) -> u8 {
+        match self {
+            Severity::Informational => 1,
+            Severity::Low => 2,
+            Severity::Medium => 3,
+            Severity::High => 4,
+            Severity::Critical => 5,
+        }
+    }
+}
+
+impl FromStr for Severity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "informational" | "info" => Ok(Severity::Informational),
+            "low" => Ok(Severity::Low),
+            "medium" => Ok(Severity::Medium),
+            "high" => Ok(Severity::High),
+            "critical" => Ok(Severity::Critical),
+            _ => Err(format!("unknown severity `{s}`")),
+        }
+    }
+}
+
+/// Findings counted by severity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeverityCounts {
+    #[serde(default)]
+    pub critical: i64,
+    #[serde(default)]
+    pub high: i64,
+    #[serde(default)]
+    pub medium: i64,
+    #[serde(default)]
+    pub low: i64,
+    #[serde(default)]
+    pub informational: i64,
+}
+
+impl SeverityCounts {
+    pub fn add(&mut self, s: Severity, n: i64) {
+        match s {
+            Severity::Critical => self.critical += n,
+            Severity::High => self.high += n,
+            Severity::Medium => self.medium += n,
+            Severity::Low => self.low += n,
+            Severity::Informational => self.informational += n,
+        }
+    }
+
+    pub fn merge(&mut self, other: &SeverityCounts) {
+        self.critical += other.critical;
+        self.high += other.high;
+        self.medium += other.medium;
+        self.low += other.low;
+        self.informational += other.informational;
+    }
+
+    pub fn total(&self) -> i64 {
+        self.critical + self.high + self.medium + self.low + self.informational
+    }
+}

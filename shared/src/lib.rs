@@ -1,0 +1,19 @@
+//! Shared domain of the CSPM scan fleet: ids, the ScanRun/SubJob state machines, stores over MongoDB,
+//! the Redis queue and its admission control, security primitives, configuration and telemetry.
+//! It knows nothing about HTTP routes or worker loops; the binaries build those on top of it.
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod dispatch;
+pub mod domain;
+pub mod error;
+pub mod ids;
+pub mod ops;
+pub mod queue;
+pub mod store;
+pub mod telemetry;
+
+pub use bson;
+pub use mongodb;
+pub use redis;

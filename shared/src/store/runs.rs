@@ -1,0 +1,281 @@
+//! ScanRuns: creation, reads, cancel, and the roll-up that ends a run exactly once.
+
+use bson::{DateTime, Document, doc};
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::db::Mongo;
+use crate::domain::provider::Provider;
+use crate::domain::scan::{RunStatus, SubJobCounts, roll_up};
+use crate::domain::severity::SeverityCounts;
+use crate::error::{StoreError, StoreResult};
+use crate::ids::{AccountId, RunId, TeamId, UserId};
+use crate::store::subjobs::{self, number};
+use crate::store::{accounts, results};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunKind {
+    /// A cloud account scan (regions × tools).
+    Cloud,
+    /// A native scan of a host or network.
+    Native,
+}
+
+/// Totals of a finished run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub total_findings: i64,
+    pub new_findings: i64,
+    pub by_severity: SeverityCounts,
+    /// Messages of the SubJobs that did not complete, one per SubJob (bounded).
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+/// A ScanRun document (`cspm_orchestration.scan_runs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunDoc {
+    #[serde(rename = "_id")]
+    pub id: RunId,
+    pub team_id: TeamId,
+    pub kind: RunKind,
+    #[serde(default)]
+    pub account_id: Option<AccountId>,
+    #[serde(default)]
+    pub provider: Option<Provider>,
+    #[serde(default)]
+    pub target: Option<String>,
+    pub scan_type: String,
+    pub regions: Vec<String>,
+    pub tools: Vec<String>,
+    pub status: RunStatus,
+    pub sub_jobs_count: i64,
+    #[serde(default)]
+    pub cancel_requested: bool,
+    pub trigger: String,
+    #[serde(default)]
+    pub created_by: Option<UserId>,
+    pub created_at: DateTime,
+    #[serde(default)]
+    pub started_at: Option<DateTime>,
+    #[serde(default)]
+    pub finished_at: Option<DateTime>,
+    #[serde(default)]
+    pub estimated_completion: Option<DateTime>,
+    /// SubJob states at the roll-up (while the run is active, they are counted on demand).
+    #[serde(default)]
+    pub counts: Option<SubJobCounts>,
+    #[serde(default)]
+    pub summary: Option<RunSummary>,
+    /// Set between the roll-up and the end of its side effects (account release, unified record), so
+    /// that the sweeper can finish them if the process died in between.
+    #[serde(default)]
+    pub finalize_pending: bool,
+}
+
+pub async fn insert(db: &Mongo, run: &RunDoc) -> StoreResult<()> {
+    db.scan_runs.insert_one(bson::serialize_to_document(run)?).await?;
+    Ok(())
+}
+
+/// A run of the team, or `None` (also for another team's run: callers answer 404).
+pub async fn get(db: &Mongo, team: &TeamId, id: &RunId) -> StoreResult<Option<RunDoc>> {
+    let found = db.scan_runs.find_one(doc! { "_id": id, "team_id": team }).await?;
+    found.map(|d| bson::deserialize_from_document(d).map_err(StoreError::from)).transpose()
+}
+
+/// A run regardless of team: for the worker and the scheduler, which act on behalf of the run's team.
+pub async fn get_any(db: &Mongo, id: &RunId) -> StoreResult<Option<RunDoc>> {
+    let found = db.scan_runs.find_one(doc! { "_id": id }).await?;
+    found.map(|d| bson::deserialize_from_document(d).map_err(StoreError::from)).transpose()
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub kind: Option<RunKind>,
+    pub account_id: Option<AccountId>,
+    pub provider: Option<Provider>,
+    pub status: Option<RunStatus>,
+}
+
+/// A page of the team's runs, newest first, and the total that matches.
+pub async fn list(
+    db: &Mongo,
+    team: &TeamId,
+    filter: &RunFilter,
+    skip: u64,
+    limit: i64,
+) -> StoreResult<(Vec<RunDoc>, u64)> {
+    let mut q = doc! { "team_id": team };
+    if let Some(k) = filter.kind {
+        q.insert("kind", bson::serialize_to_bson(&k)?);
+    }
+    if let Some(a) = &filter.account_id {
+        q.insert("account_id", a);
+    }
+    if let Some(p) = filter.provider {
+        q.insert("provider", p.as_str());
+    }
+    if let Some(s) = filter.status {
+        q.insert("status", s.as_str());
+    }
+    let total = db.scan_runs.count_documents(q.clone()).await?;
+    let cursor = db.scan_runs.find(q).sort(doc! { "created_at": -1, "_id": -1 }).skip(skip).limit(limit).await?;
+    let docs: Vec<Document> = cursor.try_collect().await?;
+    let runs = docs
+        .into_iter()
+        .map(|d| bson::deserialize_from_document(d).map_err(StoreError::from))
+        .collect::<StoreResult<Vec<RunDoc>>>()?;
+    Ok((runs, total))
+}
+
+/// `queued → running` when the first SubJob starts (a no-op afterwards).
+pub async fn mark_running(db: &Mongo, id: &RunId) -> StoreResult<()> {
+    let now = DateTime::now();
+    let r = db
+        .scan_runs
+        .update_one(
+            doc! { "_id": id, "status": "queued" },
+            doc! { "$set": { "status": "running", "started_at": now, "updated_at": now } },
+        )
+        .await?;
+    if r.modified_count == 1 {
+        results::set_status(db, id, RunStatus::Running).await?;
+    }
+    Ok(())
+}
+
+/// Flags an active run for cancellation. Returns false when the run is already finished.
+pub async fn request_cancel(db: &Mongo, team: &TeamId, id: &RunId) -> StoreResult<bool> {
+    let r = db
+        .scan_runs
+        .update_one(
+            doc! { "_id": id, "team_id": team, "status": { "$in": ["queued", "running"] } },
+            doc! { "$set": { "cancel_requested": true, "updated_at": DateTime::now() } },
+        )
+        .await?;
+    Ok(r.matched_count == 1)
+}
+
+/// Ends a run if all its SubJobs are terminal: computes the final state and summary from the SubJobs
+/// themselves (so the figures are exact however many deliveries and crashes happened), switches the
+/// run to it with a compare-and-set (so it happens once), then releases the account and updates the
+/// unified scan record. Safe to call any number of times, from any process.
+pub async fn finalize(db: &Mongo, id: &RunId) -> StoreResult<Option<RunStatus>> {
+    let Some(run) = get_any(db, id).await? else {
+        return Ok(None);
+    };
+    if run.status.is_terminal() {
+        if run.finalize_pending {
+            finish_side_effects(db, &run).await?;
+        }
+        return Ok(Some(run.status));
+    }
+    let counts = subjobs::count_for_run(db, id).await?;
+    let Some(final_status) = roll_up(&counts, run.cancel_requested) else {
+        return Ok(None);
+    };
+    let summary = summarize(db, id).await?;
+    let now = DateTime::now();
+    let r = db
+        .scan_runs
+        .update_one(
+            doc! { "_id": id, "status": { "$in": ["queued", "running"] } },
+            doc! { "$set": {
+                "status": final_status.as_str(),
+                "counts": bson::serialize_to_bson(&counts)?,
+                "summary": bson::serialize_to_bson(&summary)?,
+                "finished_at": now,
+                "updated_at": now,
+                "finalize_pending": true,
+            } },
+        )
+        .await?;
+    if r.modified_count == 1 {
+        tracing::info!(run.id = %id, status = %final_status, total = counts.total(), completed = counts.completed,
+            failed = counts.failed, timed_out = counts.timed_out, cancelled = counts.cancelled, "run finished");
+        let mut done = run;
+        done.status = final_status;
+        done.counts = Some(counts);
+        done.summary = Some(summary);
+        done.finished_at = Some(now);
+        finish_side_effects(db, &done).await?;
+    }
+    Ok(Some(final_status))
+}
+
+async fn finish_side_effects(db: &Mongo, run: &RunDoc) -> StoreResult<()> {
+    if let Some(account) = &run.account_id {
+        accounts::release_active_run(db, account, &run.id).await?;
+    }
+    results::upsert_for_run(db, run).await?;
+    db.scan_runs
+        .update_one(doc! { "_id": &run.id }, doc! { "$set": { "finalize_pending": false } })
+        .await?;
+    Ok(())
+}
+
+async fn summarize(db: &Mongo, id: &RunId) -> StoreResult<RunSummary> {
+    let pipeline = vec![
+        doc! { "$match": { "run_id": id } },
+        doc! { "$group": {
+            "_id": bson::Bson::Null,
+            "total": { "$sum": "$findings_count" },
+            "new": { "$sum": "$new_findings" },
+            "critical": { "$sum": "$severity.critical" },
+            "high": { "$sum": "$severity.high" },
+            "medium": { "$sum": "$severity.medium" },
+            "low": { "$sum": "$severity.low" },
+            "informational": { "$sum": "$severity.informational" },
+        } },
+    ];
+    let rows: Vec<Document> = db.sub_jobs.aggregate(pipeline).await?.try_collect().await?;
+    let mut summary = RunSummary::default();
+    if let Some(row) = rows.first() {
+        summary.total_findings = number(row, "total");
+        summary.new_findings = number(row, "new");
+        summary.by_severity = SeverityCounts {
+            critical: number(row, "critical"),
+            high: number(row, "high"),
+            medium: number(row, "medium"),
+            low: number(row, "low"),
+            informational: number(row, "informational"),
+        };
+    }
+    let failed = db
+        .sub_jobs
+        .find(doc! { "run_id": id, "status": { "$in": ["failed", "timed_out"] } })
+        .projection(doc! { "region": 1, "tool": 1, "error": 1 })
+        .limit(50)
+        .await?;
+    let failed: Vec<Document> = failed.try_collect().await?;
+    summary.warnings = failed
+        .iter()
+        .map(|d| {
+            format!(
+                "{} in {}: {}",
+                d.get_str("tool").unwrap_or("?"),
+                d.get_str("region").unwrap_or("?"),
+                d.get_str("error").unwrap_or("no message")
+            )
+        })
+        .collect();
+    Ok(summary)
+}
+
+/// Runs that may need a roll-up: active ones (their last SubJob may have finished while its worker died
+/// before rolling up), and finished ones whose side effects did not complete.
+pub async fn needing_roll_up(db: &Mongo, limit: i64) -> StoreResult<Vec<RunId>> {
+    let cursor = db
+        .scan_runs
+        .find(doc! { "$or": [ { "status": { "$in": ["queued", "running"] } }, { "finalize_pending": true } ] })
+        .projection(doc! { "_id": 1 })
+        .sort(doc! { "updated_at": 1 })
+        .limit(limit)
+        .await?;
+    let docs: Vec<Document> = cursor.try_collect().await?;
+    docs.into_iter()
+        .map(|d| bson::deserialize_from_bson(d.get("_id").cloned().unwrap_or(bson::Bson::Null)).map_err(StoreError::from))
+        .collect()
+}

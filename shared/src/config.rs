@@ -207,6 +207,11 @@ impl Env {
         }
     }
 
+    /// Records a problem with a key that was read (a value valid on its own but wrong in context).
+    pub fn refuse(&self, key: &str, why: &str) {
+        self.problem(format!("{key}: {why}"));
+    }
+
     /// Refuses `CSPM_*` keys that no binary of the fleet reads: almost always a typo.
     pub fn refuse_unknown_prefixed(&self, prefix: &str, known: &[&str]) {
         for key in self.vars.keys() {

@@ -10,9 +10,12 @@ pub mod domain;
 pub mod error;
 pub mod ids;
 pub mod ops;
+pub mod orchestrate;
 pub mod queue;
+pub mod settings;
 pub mod store;
 pub mod telemetry;
+pub mod testing;
 
 pub use bson;
 pub use mongodb;

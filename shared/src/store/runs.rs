@@ -173,6 +173,14 @@ pub async fn finalize(db: &Mongo, id: &RunId) -> StoreResult<Option<RunStatus>> 
         return Ok(Some(run.status));
     }
     let counts = subjobs::count_for_run(db, id).await?;
+    if (counts.total() as i64) < run.sub_jobs_count {
+        // Still being created, or its creator died half-way (then, after a grace period, fail it).
+        let age = DateTime::now().saturating_duration_since(run.created_at);
+        if age < CREATION_GRACE {
+            return Ok(None);
+        }
+        return fail_incomplete(db, &run, &counts).await;
+    }
     let Some(final_status) = roll_up(&counts, run.cancel_requested) else {
         return Ok(None);
     };
@@ -203,6 +211,45 @@ pub async fn finalize(db: &Mongo, id: &RunId) -> StoreResult<Option<RunStatus>> 
         finish_side_effects(db, &done).await?;
     }
     Ok(Some(final_status))
+}
+
+/// How long a run may have fewer SubJobs than it announced before it is considered abandoned by a
+/// creator that died half-way.
+const CREATION_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+
+async fn fail_incomplete(db: &Mongo, run: &RunDoc, counts: &SubJobCounts) -> StoreResult<Option<RunStatus>> {
+    // Stop what was created, then end the run with a clear reason.
+    subjobs::cancel_run(db, &run.id).await?;
+    let now = DateTime::now();
+    let summary = RunSummary {
+        warnings: vec![format!(
+            "the scan was only partly created ({} of {} sub-jobs) and was abandoned",
+            counts.total(),
+            run.sub_jobs_count
+        )],
+        ..RunSummary::default()
+    };
+    let r = db
+        .scan_runs
+        .update_one(
+            doc! { "_id": &run.id, "status": { "$in": ["queued", "running"] } },
+            doc! { "$set": {
+                "status": "failed",
+                "counts": bson::serialize_to_bson(counts)?,
+                "summary": bson::serialize_to_bson(&summary)?,
+                "finished_at": now,
+                "updated_at": now,
+                "finalize_pending": true,
+            } },
+        )
+        .await?;
+    if r.modified_count == 1 {
+        let mut done = run.clone();
+        done.status = RunStatus::Failed;
+        done.summary = Some(summary);
+        finish_side_effects(db, &done).await?;
+    }
+    Ok(Some(RunStatus::Failed))
 }
 
 async fn finish_side_effects(db: &Mongo, run: &RunDoc) -> StoreResult<()> {
@@ -271,7 +318,7 @@ pub async fn needing_roll_up(db: &Mongo, limit: i64) -> StoreResult<Vec<RunId>> 
         .scan_runs
         .find(doc! { "$or": [ { "status": { "$in": ["queued", "running"] } }, { "finalize_pending": true } ] })
         .projection(doc! { "_id": 1 })
-        .sort(doc! { "updated_at": 1 })
+        .sort(doc! { "_id": 1 })
         .limit(limit)
         .await?;
     let docs: Vec<Document> = cursor.try_collect().await?;

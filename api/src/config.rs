@@ -1,0 +1,167 @@
+//! The API's configuration, read once from the environment.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use cspm_shared::auth::crypto::CredentialCipher;
+use cspm_shared::config::{ConfigError, Env, KeySpec};
+use cspm_shared::domain::native::TargetPolicy;
+use cspm_shared::orchestrate::RunLimits;
+use cspm_shared::settings::{COMMON_KEYS, CommonSettings};
+use secrecy::SecretString;
+
+pub const API_KEYS: &[KeySpec] = &[
+    KeySpec::optional("CSPM_API_BIND", "127.0.0.1:8080", "address the API listens on"),
+    KeySpec::required("SECRET_KEY", "signing key of bearer tokens (at least 32 characters; keep it secret)"),
+    KeySpec::required(
+        "CLOUD_ENCRYPTION_KEY",
+        "key that encrypts cloud credentials at rest: 32 bytes as 64 hex characters or base64",
+    ),
+    KeySpec::optional("CSPM_TOKEN_TTL_SECS", "3600", "lifetime of a bearer token"),
+    KeySpec::optional("DEFAULT_ADMIN_EMAIL", "admin@cspm.local", "email of the bootstrap administrator"),
+    KeySpec::unset(
+        "DEFAULT_ADMIN_PASSWORD",
+        "password of the bootstrap administrator; if empty one is generated and printed once on first start",
+    ),
+    KeySpec::optional("ALLOW_PRIVATE_SCAN_TARGETS", "false", "allow native scans of private (RFC 1918, ULA) addresses"),
+    KeySpec::optional(
+        "CSPM_ALLOW_LOOPBACK_SCAN_TARGETS",
+        "false",
+        "allow native scans of loopback addresses (development and tests only)",
+    ),
+    KeySpec::optional("CSPM_MAX_SUBJOBS_PER_RUN", "10000", "largest number of sub-jobs (regions × tools) one scan may create"),
+    KeySpec::optional("CSPM_SUBJOB_MAX_ATTEMPTS", "3", "times a sub-job may start before a lost worker fails it"),
+    KeySpec::optional("CSPM_CLOUD_SUBJOB_TIMEOUT_SECS", "3600", "time limit of one cloud sub-job"),
+    KeySpec::optional("CSPM_NATIVE_SUBJOB_TIMEOUT_SECS", "1800", "time limit of one native scan"),
+    KeySpec::optional("CSPM_MAX_BODY_BYTES", "1048576", "largest accepted request body"),
+    KeySpec::optional("CSPM_REQUEST_TIMEOUT_SECS", "30", "time limit of one request"),
+];
+
+/// Every key the API reads, for `--help` and the docs.
+pub fn all_keys() -> Vec<KeySpec> {
+    COMMON_KEYS.iter().chain(API_KEYS).copied().collect()
+}
+
+#[derive(Clone)]
+pub struct ApiConfig {
+    pub common: CommonSettings,
+    pub bind: SocketAddr,
+    pub secret_key: SecretString,
+    pub cipher: CredentialCipher,
+    pub token_ttl: Duration,
+    pub admin_email: String,
+    pub admin_password: Option<SecretString>,
+    pub target_policy: TargetPolicy,
+    pub limits: RunLimits,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConfig").field("bind", &self.bind).field("common", &self.common).finish_non_exhaustive()
+    }
+}
+
+impl ApiConfig {
+    pub fn from_env(env: Env) -> Result<Self, ConfigError> {
+        let common = CommonSettings::load(&env);
+        let bind = env.parse("CSPM_API_BIND", SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let secret_key = env.required_secret("SECRET_KEY", 32);
+        let cipher = match env.raw("CLOUD_ENCRYPTION_KEY") {
+            None => {
+                env.refuse("CLOUD_ENCRYPTION_KEY", "required but not set");
+                None
+            }
+            Some(k) => match CredentialCipher::from_key_text(&SecretString::from(k.to_string())) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    env.refuse("CLOUD_ENCRYPTION_KEY", &e.to_string());
+                    None
+                }
+            },
+        };
+        let admin_email = env.string("DEFAULT_ADMIN_EMAIL", "admin@cspm.local");
+        if !admin_email.contains('@') {
+            env.refuse("DEFAULT_ADMIN_EMAIL", "is not an email address");
+        }
+        let admin_password = env.optional_secret("DEFAULT_ADMIN_PASSWORD");
+        if let Some(p) = &admin_password {
+            if let Err(why) = cspm_shared::auth::password::check_policy(secrecy::ExposeSecret::expose_secret(p)) {
+                env.refuse("DEFAULT_ADMIN_PASSWORD", &why);
+            }
+        }
+        let config = Self {
+            bind,
+            secret_key,
+            token_ttl: env.seconds("CSPM_TOKEN_TTL_SECS", 3600, 60, 86_400),
+            admin_email,
+            admin_password,
+            target_policy: TargetPolicy {
+                allow_private: env.flag("ALLOW_PRIVATE_SCAN_TARGETS", false),
+                allow_loopback: env.flag("CSPM_ALLOW_LOOPBACK_SCAN_TARGETS", false),
+            },
+            limits: RunLimits {
+                max_subjobs_per_run: env.bounded("CSPM_MAX_SUBJOBS_PER_RUN", 10_000, 1, 100_000),
+                max_attempts: env.bounded("CSPM_SUBJOB_MAX_ATTEMPTS", 3, 1, 20),
+                cloud_timeout: env.seconds("CSPM_CLOUD_SUBJOB_TIMEOUT_SECS", 3600, 1, 7 * 86_400),
+                native_timeout: env.seconds("CSPM_NATIVE_SUBJOB_TIMEOUT_SECS", 1800, 1, 7 * 86_400),
+                feed_batch: 500,
+            },
+            max_body_bytes: env.bounded("CSPM_MAX_BODY_BYTES", 1_048_576, 1024, 64 * 1_048_576),
+            request_timeout: env.seconds("CSPM_REQUEST_TIMEOUT_SECS", 30, 1, 3600),
+            common,
+            cipher: cipher.unwrap_or_else(|| {
+                // Only reached when a problem was recorded; `finish` refuses the configuration.
+                CredentialCipher::from_key_text(&SecretString::from("00".repeat(32))).unwrap_or_else(|_| unreachable!())
+            }),
+        };
+        env.finish(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Vec<(&'static str, String)> {
+        vec![("SECRET_KEY", "x".repeat(40)), ("CLOUD_ENCRYPTION_KEY", "ab".repeat(32))]
+    }
+
+    #[test]
+    fn a_minimal_environment_loads_with_defaults() {
+        let c = ApiConfig::from_env(Env::from_map(base())).expect("loads");
+        assert_eq!(c.bind.port(), 8080);
+        assert!(!c.target_policy.allow_loopback);
+        assert_eq!(c.limits.max_attempts, 3);
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_each_variable() {
+        let mut env = base();
+        env[0].1 = "short".into();
+        env.push(("CSPM_API_BIND", "nonsense".into()));
+        env.push(("CSPM_SUBJOB_MAX_ATTEMPS", "3".into()));
+        env.push(("MONGODB_URI", "postgres://x".into()));
+        let err = ApiConfig::from_env(Env::from_map(env)).expect_err("refused");
+        let text = err.to_string();
+        for key in ["SECRET_KEY", "CSPM_API_BIND", "CSPM_SUBJOB_MAX_ATTEMPS", "MONGODB_URI"] {
+            assert!(text.contains(key), "{key} not named in: {text}");
+        }
+    }
+
+    #[test]
+    fn a_missing_encryption_key_is_refused() {
+        let err = ApiConfig::from_env(Env::from_map([("SECRET_KEY", "x".repeat(40))])).expect_err("refused");
+        assert!(err.to_string().contains("CLOUD_ENCRYPTION_KEY"));
+    }
+
+    #[test]
+    fn every_cspm_key_is_known_to_the_fleet() {
+        for k in all_keys() {
+            if k.name.starts_with("CSPM_") {
+                assert!(cspm_shared::settings::FLEET_CSPM_KEYS.contains(&k.name), "{} missing", k.name);
+            }
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! Cloud accounts: `/api/cloud-accounts` and `/api/cloud-accounts/{id}`. Credentials are validated per
+//! provider, encrypted before they are stored, and never returned or logged.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use bson::{DateTime, doc};
+use cspm_shared::domain::provider::{Provider, ProviderAccountId, validate_region};
+use cspm_shared::domain::role::Permission;
+use cspm_shared::ids::AccountId;
+use cspm_shared::store::accounts::{self, AccountDoc, DeleteOutcome};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::Caller;
+use crate::extract::{ApiJson, path_id};
+use crate::problem::{ApiError, ApiResult, FieldError};
+use crate::routes::rfc3339;
+use crate::state::AppState;
+
+/// Credential fields are strings; the set depends on the provider.
+type Credentials = BTreeMap<String, String>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccount {
+    provider: String,
+    /// The provider's own id: AWS account id, GCP project id, Azure subscription id.
+    account_id: String,
+    #[serde(alias = "name")]
+    account_name: String,
+    #[serde(default)]
+    regions: Option<Vec<String>>,
+    /// A single region (the seed's field); merged into `regions`.
+    #[serde(default)]
+    region: Option<String>,
+    #[serde(default)]
+    credentials: Option<Credentials>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAccount {
+    #[serde(default, alias = "name")]
+    account_name: Option<String>,
+    #[serde(default)]
+    regions: Option<Vec<String>>,
+    #[serde(default)]
+    credentials: Option<Credentials>,
+}
+
+pub async fn create(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<CreateAccount>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require(Permission::ManageCloudAccounts)?;
+    let mut errors = Vec::new();
+    let provider: Option<Provider> = body.provider.parse().map_err(|e| field(&mut errors, "provider", e)).ok();
+    let provider_account =
+        provider.and_then(|p| ProviderAccountId::parse(p, &body.account_id).map_err(|e| field(&mut errors, "account_id", e)).ok());
+    let name = check_name(&body.account_name).map_err(|e| field(&mut errors, "account_name", e)).ok();
+    let mut regions = body.regions.unwrap_or_default();
+    regions.extend(body.region);
+    let regions = check_regions(&regions).map_err(|e| field(&mut errors, "regions", e)).ok();
+    if let (Some(p), Some(c)) = (provider, body.credentials.as_ref()) {
+        if let Err(e) = check_credentials(p, c) {
+            field(&mut errors, "credentials", e);
+        }
+    }
+    let (Some(provider), Some(provider_account), Some(name), Some(regions)) = (provider, provider_account, name, regions)
+    else {
+        return Err(unprocessable(errors));
+    };
+    if !errors.is_empty() {
+        return Err(unprocessable(errors));
+    }
+    let id = AccountId::new();
+    let now = DateTime::now();
+    let account = AccountDoc {
+        credentials_encrypted: body.credentials.as_ref().map(|c| seal(&s, &caller, &id, c)),
+        credential_type: body.credentials.as_ref().map(|_| credential_type(provider).to_string()),
+        id,
+        team_id: caller.team.clone(),
+        provider,
+        provider_account_id: provider_account.as_str().to_string(),
+        name,
+        regions,
+        status: "active".into(),
+        active_run_id: None,
+        active_run_claimed_at: None,
+        last_scan_run_id: None,
+        created_by: Some(caller.user.clone()),
+        created_at: now,
+        updated_at: now,
+    };
+    match accounts::insert(&s.mongo, &account).await {
+        Ok(()) => {}
+        Err(cspm_shared::error::StoreError::Duplicate) => {
+            return Err(ApiError::Conflict(format!(
+                "{} account {} is already connected to this team",
+                provider,
+                provider_account.as_str()
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(account.id = %account.id, provider = %provider, "cloud account connected");
+    Ok((StatusCode::CREATED, Json(view(&account))))
+}
+
+pub async fn list(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    caller.require(Permission::ViewCloudAccounts)?;
+    let found = accounts::list(&s.mongo, &caller.team).await?;
+    let items: Vec<Value> = found.iter().map(view).collect();
+    Ok(Json(json!({ "accounts": items, "total": items.len() })))
+}
+
+pub async fn get(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    caller.require(Permission::ViewCloudAccounts)?;
+    let id: AccountId = path_id(&id, "cloud account")?;
+    let account = accounts::get(&s.mongo, &caller.team, &id).await?.ok_or_else(|| ApiError::not_found("cloud account"))?;
+    Ok(Json(view(&account)))
+}
+
+pub async fn update(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UpdateAccount>,
+) -> ApiResult<Json<Value>> {
+    caller.require(Permission::ManageCloudAccounts)?;
+    let id: AccountId = path_id(&id, "cloud account")?;
+    let existing = accounts::get(&s.mongo, &caller.team, &id).await?.ok_or_else(|| ApiError::not_found("cloud account"))?;
+    let mut errors = Vec::new();
+    let mut set = doc! {};
+    if let Some(n) = &body.account_name {
+        match check_name(n) {
+            Ok(n) => {
+                set.insert("name", n);
+            }
+            Err(e) => field(&mut errors, "account_name", e),
+        }
+    }
+    if let Some(r) = &body.regions {
+        match check_regions(r) {
+            Ok(r) => {
+                set.insert("regions", r);
+            }
+            Err(e) => field(&mut errors, "regions", e),
+        }
+    }
+    if let Some(c) = &body.credentials {
+        match check_credentials(existing.provider, c) {
+            Ok(()) => {
+                set.insert("credentials_encrypted", seal(&s, &caller, &id, c));
+                set.insert("credential_type", credential_type(existing.provider));
+            }
+            Err(e) => field(&mut errors, "credentials", e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(unprocessable(errors));
+    }
+    let updated =
+        accounts::update(&s.mongo, &caller.team, &id, set).await?.ok_or_else(|| ApiError::not_found("cloud account"))?;
+    Ok(Json(view(&updated)))
+}
+
+pub async fn delete(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    caller.require(Permission::ManageCloudAccounts)?;
+    let id: AccountId = path_id(&id, "cloud account")?;
+    match accounts::delete(&s.mongo, &caller.team, &id).await? {
+        DeleteOutcome::Deleted => Ok(StatusCode::NO_CONTENT),
+        DeleteOutcome::NotFound => Err(ApiError::not_found("cloud account")),
+        DeleteOutcome::ScanActive(run) => {
+            Err(ApiError::Conflict(format!("scan {run} of this account is still active; cancel it first")))
+        }
+    }
+}
+
+pub fn view(a: &AccountDoc) -> Value {
+    json!({
+        "id": a.id,
+        "provider": a.provider,
+        "account_id": a.provider_account_id,
+        "account_name": a.name,
+        "regions": a.regions,
+        "status": a.status,
+        "has_credentials": a.credentials_encrypted.is_some(),
+        "credential_type": a.credential_type,
+        "active_run_id": a.active_run_id,
+        "last_scan_run_id": a.last_scan_run_id,
+        "created_at": rfc3339(a.created_at),
+        "updated_at": rfc3339(a.updated_at),
+    })
+}
+
+fn field(errors: &mut Vec<FieldError>, name: &str, message: impl Into<String>) {
+    errors.push(FieldError { field: name.to_string(), message: message.into() });
+}
+
+fn unprocessable(errors: Vec<FieldError>) -> ApiError {
+    let detail = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ");
+    ApiError::Unprocessable { detail, errors }
+}
+
+fn check_name(name: &str) -> Result<String, String> {
+    let n = name.trim();
+    if n.is_empty() || n.chars().count() > 200 || n.chars().any(char::is_control) {
+        Err("must be 1-200 printable characters".into())
+    } else {
+        Ok(n.to_string())
+    }
+}
+
+fn check_regions(regions: &[String]) -> Result<Vec<String>, String> {
+    if regions.len() > 64 {
+        return Err("at most 64 regions".into());
+    }
+    let mut out: Vec<String> = Vec::new();
+    for r in regions {
+        let r = validate_region(r)?;
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// The credential fields each provider needs (all strings). Unknown fields are refused so that a typo
+/// does not silently drop a secret.
+fn check_credentials(provider: Provider, c: &Credentials) -> Result<(), String> {
+    let (required, optional): (&[&str], &[&str]) = match provider {
+        Provider::Aws => (&["access_key_id", "secret_access_key"], &["session_token", "region"]),
+        Provider::Gcp => (&["service_account_json"], &[]),
+        Provider::Azure => (&["client_id", "client_secret", "tenant_id"], &[]),
+    };
+    for key in required {
+        if c.get(*key).is_none_or(|v| v.trim().is_empty()) {
+            return Err(format!("`{key}` is required for {provider}"));
+        }
+    }
+    for key in c.keys() {
+        if !required.contains(&key.as_str()) && !optional.contains(&key.as_str()) {
+            return Err(format!("unknown credential field `{key}` for {provider}"));
+        }
+    }
+    if c.values().map(String::len).sum::<usize>() > 64 * 1024 {
+        return Err("credentials are larger than 64 KiB".into());
+    }
+    if provider == Provider::Gcp {
+        let sa = c.get("service_account_json").map(String::as_str).unwrap_or_default();
+        let parsed: Result<serde_json::Map<String, Value>, _> = serde_json::from_str(sa);
+        if parsed.is_err() {
+            return Err("`service_account_json` must be the service account key file (a JSON object)".into());
+        }
+    }
+    Ok(())
+}
+
+fn credential_type(p: Provider) -> &'static str {
+    match p {
+        Provider::Aws => "access_key",
+        Provider::Gcp => "service_account",
+        Provider::Azure => "client_secret",
+    }
+}
+
+fn seal(s: &AppState, caller: &Caller, id: &AccountId, c: &Credentials) -> String {
+    let plain = serde_json::to_vec(c).unwrap_or_default();
+    s.config.cipher.encrypt(&plain, &AccountDoc::credential_binding(&caller.team, id))
+}

@@ -1,0 +1,365 @@
+//! Starting and cancelling scans: the orchestration rules of design sections 3 and 4, used by the API
+//! (and later by the scheduler) so that every entry point splits and admits work the same way.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bson::DateTime;
+
+use crate::db::Mongo;
+use crate::dispatch;
+use crate::domain::native::{NetworkScanType, PortList, Target, TargetPolicy};
+use crate::domain::provider::{GLOBAL_REGION, validate_region};
+use crate::domain::scan::{CanaryOptions, RunStatus, ScanType, SubJobStatus, Tool, ToolId};
+use crate::error::{StoreError, StoreResult};
+use crate::ids::{AccountId, RunId, SubJobId, TeamId, UserId};
+use crate::queue::{QueueKind, Queues};
+use crate::store::accounts::{self, ActiveClaim};
+use crate::store::runs::{self, RunDoc, RunKind};
+use crate::store::subjobs::{self, NativeSpec, SubJobDoc};
+use crate::store::{results, users};
+
+/// Limits that apply to every new run.
+#[derive(Debug, Clone)]
+pub struct RunLimits {
+    pub max_subjobs_per_run: usize,
+    pub max_attempts: i32,
+    pub cloud_timeout: Duration,
+    pub native_timeout: Duration,
+    /// How many messages one feed pushes right after creation (the rest is fed in the background).
+    pub feed_batch: u64,
+}
+
+/// Why a scan was not started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A request to scan a cloud account.
+#[derive(Debug, Clone)]
+pub struct CloudScanRequest {
+    pub team: TeamId,
+    pub account: AccountId,
+    pub scan_type: ScanType,
+    pub regions: Option<Vec<String>>,
+    pub tools: Option<Vec<ToolId>>,
+    pub canary: Option<CanaryOptions>,
+    pub trigger: String,
+    pub created_by: Option<UserId>,
+}
+
+/// A started scan, or the one that was already active.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub run: RunDoc,
+    /// True when the account already had an active scan: `run` is that scan, nothing was created.
+    pub already_active: bool,
+}
+
+/// Starts a cloud scan: resolves regions (explicit → account → provider default) and tools, enforces
+/// one active scan per account (race-free), creates the run and one SubJob per region × tool, and feeds
+/// the queue. A Redis outage after creation does not lose the run: its SubJobs wait in MongoDB.
+pub async fn start_cloud_scan(
+    db: &Mongo,
+    queues: &Queues,
+    req: CloudScanRequest,
+    limits: &RunLimits,
+) -> Result<Started, StartError> {
+    let account = accounts::get(db, &req.team, &req.account).await?.ok_or(StartError::NotFound)?;
+
+    let regions: Vec<String> = if !account.provider.is_regional() {
+        vec![GLOBAL_REGION.to_string()]
+    } else if let Some(explicit) = req.regions.as_ref().filter(|r| !r.is_empty()) {
+        dedup(explicit.iter().map(|r| validate_region(r)).collect::<Result<Vec<_>, _>>().map_err(StartError::Invalid)?)
+    } else if !account.regions.is_empty() {
+        account.regions.clone()
+    } else {
+        account.provider.default_regions(req.scan_type)
+    };
+
+    let tools = match req.tools.as_ref().filter(|t| !t.is_empty()) {
+        Some(t) => t.clone(),
+        None => vec![ToolId::plain(Tool::Prowler)],
+    };
+    let mut seen = HashSet::new();
+    for t in &tools {
+        if !t.tool.scans_cloud() {
+            return Err(StartError::Invalid(format!("tool `{t}` does not scan cloud accounts")));
+        }
+        if !seen.insert(t.to_string()) {
+            return Err(StartError::Invalid(format!("tool `{t}` is listed twice")));
+        }
+    }
+    let has_canary = tools.iter().any(|t| t.tool == Tool::Canary);
+    if let Some(c) = &req.canary {
+        if !has_canary {
+            return Err(StartError::Invalid("canary options given but no canary tool requested".into()));
+        }
+        c.validate().map_err(StartError::Invalid)?;
+    }
+    let count = regions.len() * tools.len();
+    if count > limits.max_subjobs_per_run {
+        return Err(StartError::Invalid(format!(
+            "{} regions × {} tools = {count} sub-jobs, more than the limit of {}",
+            regions.len(),
+            tools.len(),
+            limits.max_subjobs_per_run
+        )));
+    }
+
+    let run_id = RunId::new();
+    match accounts::claim_active_run(db, &req.team, &req.account, &run_id).await? {
+        ActiveClaim::Claimed => {}
+        ActiveClaim::NotFound => return Err(StartError::NotFound),
+        ActiveClaim::Existing(existing) => {
+            let run = runs::get(db, &req.team, &existing).await?;
+            return match run {
+                Some(run) => Ok(Started { run, already_active: true }),
+                // The other request is between its claim and its insert: answer with its id.
+                None => Ok(Started { run: placeholder(&req, &account.provider, existing), already_active: true }),
+            };
+        }
+    }
+
+    let now = DateTime::now();
+    let minutes_per_region: i64 = if req.scan_type == ScanType::Full { 15 } else { 8 };
+    let run = RunDoc {
+        id: run_id.clone(),
+        team_id: req.team.clone(),
+        kind: RunKind::Cloud,
+        account_id: Some(req.account.clone()),
+        provider: Some(account.provider),
+        target: None,
+        scan_type: req.scan_type.as_str().to_string(),
+        regions: regions.clone(),
+        tools: tools.iter().map(ToString::to_string).collect(),
+        status: RunStatus::Queued,
+        sub_jobs_count: count as i64,
+        cancel_requested: false,
+        trigger: req.trigger.clone(),
+        created_by: req.created_by.clone(),
+        created_at: now,
+        started_at: None,
+        finished_at: None,
+        estimated_completion: Some(now.saturating_add_millis(minutes_per_region * regions.len() as i64 * 60_000)),
+        counts: None,
+        summary: None,
+        finalize_pending: false,
+    };
+    let mut jobs = Vec::with_capacity(count);
+    for region in &regions {
+        for tool in &tools {
+            jobs.push(new_subjob(&run, QueueKind::Cloud, tool.clone(), region.clone(), limits, limits.cloud_timeout, |j| {
+                j.account_id = Some(req.account.clone());
+                j.provider = Some(account.provider);
+                if tool.tool == Tool::Canary {
+                    j.canary = Some(req.canary.clone().unwrap_or_default());
+                }
+            }));
+        }
+    }
+    if let Err(e) = persist(db, &run, &jobs).await {
+        // Do not leave the account pointing at a run that was never written.
+        let _ = accounts::release_active_run(db, &req.account, &run_id).await;
+        return Err(e.into());
+    }
+    admit(db, queues, QueueKind::Cloud, limits).await;
+    Ok(Started { run, already_active: false })
+}
+
+/// A request for a native network scan.
+#[derive(Debug, Clone)]
+pub struct NetworkScanRequest {
+    pub team: TeamId,
+    pub target: String,
+    pub ports: Option<String>,
+    pub scan_type: NetworkScanType,
+    pub trigger: String,
+    pub created_by: Option<UserId>,
+}
+
+/// Starts a network discovery scan (nmap) of a target the SSRF policy allows.
+pub async fn start_network_scan(
+    db: &Mongo,
+    queues: &Queues,
+    req: NetworkScanRequest,
+    policy: &TargetPolicy,
+    limits: &RunLimits,
+) -> Result<RunDoc, StartError> {
+    let target = Target::parse(&req.target).map_err(StartError::Invalid)?;
+    policy.resolve(&target).await.map_err(StartError::Invalid)?;
+    let ports = req.ports.as_deref().map(PortList::parse).transpose().map_err(StartError::Invalid)?;
+    let now = DateTime::now();
+    let run = RunDoc {
+        id: RunId::new(),
+        team_id: req.team.clone(),
+        kind: RunKind::Native,
+        account_id: None,
+        provider: None,
+        target: Some(target.to_string()),
+        scan_type: req.scan_type.as_str().to_string(),
+        regions: vec![GLOBAL_REGION.to_string()],
+        tools: vec![Tool::Nmap.as_str().to_string()],
+        status: RunStatus::Queued,
+        sub_jobs_count: 1,
+        cancel_requested: false,
+        trigger: req.trigger.clone(),
+        created_by: req.created_by.clone(),
+        created_at: now,
+        started_at: None,
+        finished_at: None,
+        estimated_completion: Some(now.saturating_add_millis(5 * 60_000)),
+        counts: None,
+        summary: None,
+        finalize_pending: false,
+    };
+    let job = new_subjob(
+        &run,
+        QueueKind::Native,
+        ToolId::plain(Tool::Nmap),
+        GLOBAL_REGION.to_string(),
+        limits,
+        limits.native_timeout,
+        |j| j.native = Some(NativeSpec { target: target.to_string(), ports: ports.clone(), scan_type: req.scan_type }),
+    );
+    persist(db, &run, std::slice::from_ref(&job)).await?;
+    admit(db, queues, QueueKind::Native, limits).await;
+    Ok(run)
+}
+
+/// What a cancel did.
+#[derive(Debug, Clone)]
+pub struct Cancelled {
+    pub status: RunStatus,
+    /// Queued SubJobs that will never start.
+    pub cancelled_sub_jobs: u64,
+    /// Running SubJobs whose workers were asked to stop.
+    pub stopping_sub_jobs: u64,
+}
+
+/// Cancels an active run: queued SubJobs never start, running ones are stopped by their workers within
+/// a lease renewal. `Ok(None)` when the run does not exist for the team; `Err(Invalid)` when it already
+/// finished.
+pub async fn cancel_run(db: &Mongo, team: &TeamId, id: &RunId) -> Result<Option<Cancelled>, StartError> {
+    let Some(run) = runs::get(db, team, id).await? else {
+        return Ok(None);
+    };
+    if !runs::request_cancel(db, team, id).await? {
+        return Err(StartError::Invalid(format!("the scan already finished (status {})", run.status)));
+    }
+    let (cancelled, stopping) = subjobs::cancel_run(db, id).await?;
+    let status = runs::finalize(db, id).await?.unwrap_or(run.status);
+    Ok(Some(Cancelled { status, cancelled_sub_jobs: cancelled, stopping_sub_jobs: stopping }))
+}
+
+fn new_subjob(
+    run: &RunDoc,
+    queue: QueueKind,
+    tool: ToolId,
+    region: String,
+    limits: &RunLimits,
+    timeout: Duration,
+    customise: impl FnOnce(&mut SubJobDoc),
+) -> SubJobDoc {
+    let mut job = SubJobDoc {
+        id: SubJobId::new(),
+        run_id: run.id.clone(),
+        team_id: run.team_id.clone(),
+        queue,
+        tool,
+        region,
+        account_id: None,
+        provider: None,
+        native: None,
+        canary: None,
+        status: SubJobStatus::Queued,
+        attempts: 0,
+        max_attempts: limits.max_attempts,
+        timeout_secs: timeout.as_secs() as i64,
+        lease_owner: None,
+        lease_token: None,
+        lease_expires_at: None,
+        cancel_requested: false,
+        dispatched_at: None,
+        dispatch_token: None,
+        created_at: run.created_at,
+        started_at: None,
+        finished_at: None,
+        findings_count: 0,
+        new_findings: 0,
+        severity: Default::default(),
+        error: None,
+        last_interruption: None,
+    };
+    customise(&mut job);
+    job
+}
+
+async fn persist(db: &Mongo, run: &RunDoc, jobs: &[SubJobDoc]) -> StoreResult<()> {
+    // The run first, then its SubJobs: the roll-up waits until all `sub_jobs_count` SubJobs exist, so a
+    // SubJob that finishes before its siblings are written cannot end the run early.
+    runs::insert(db, run).await?;
+    subjobs::insert_many(db, jobs).await?;
+    results::upsert_for_run(db, run).await?;
+    Ok(())
+}
+
+/// Pushes what fits into Redis now. A failure is not an error for the caller: the run is durable and
+/// the background feeders (workers, scheduler) retry.
+async fn admit(db: &Mongo, queues: &Queues, kind: QueueKind, limits: &RunLimits) {
+    if let Err(e) = dispatch::feed(db, queues, kind, limits.feed_batch).await {
+        tracing::warn!(error = %e, queue = kind.as_str(), "could not feed the queue now; background feeders will retry");
+    }
+}
+
+fn dedup(items: Vec<String>) -> Vec<String> {
+    let mut seen = HashSet::new();
+    items.into_iter().filter(|i| seen.insert(i.clone())).collect()
+}
+
+fn placeholder(req: &CloudScanRequest, provider: &crate::domain::provider::Provider, id: RunId) -> RunDoc {
+    RunDoc {
+        id,
+        team_id: req.team.clone(),
+        kind: RunKind::Cloud,
+        account_id: Some(req.account.clone()),
+        provider: Some(*provider),
+        target: None,
+        scan_type: req.scan_type.as_str().to_string(),
+        regions: vec![],
+        tools: vec![],
+        status: RunStatus::Queued,
+        sub_jobs_count: 0,
+        cancel_requested: false,
+        trigger: req.trigger.clone(),
+        created_by: None,
+        created_at: DateTime::now(),
+        started_at: None,
+        finished_at: None,
+        estimated_completion: None,
+        counts: None,
+        summary: None,
+        finalize_pending: false,
+    }
+}
+
+/// Creates the bootstrap team and administrator if no user has the configured email yet. Returns true
+/// when the administrator was created by this call (so that a generated password is shown only once).
+pub async fn bootstrap_admin(db: &Mongo, email: &str, password_hash: String) -> StoreResult<bool> {
+    if users::find_by_email(db, email).await?.is_some() {
+        return Ok(false);
+    }
+    let team = users::ensure_team(db, "Default").await?;
+    match users::create_user(db, email, "Administrator", password_hash, &team.id, crate::domain::role::Role::Admin).await
+    {
+        Ok(_) => Ok(true),
+        Err(StoreError::Duplicate) => Ok(false),
+        Err(e) => Err(e),
+    }
+}

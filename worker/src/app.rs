@@ -1,0 +1,171 @@
+//! The worker process: queue consumers (one per workload, each with its own concurrency), a feeder that
+//! moves waiting SubJobs from MongoDB into Redis below the high-water mark, the ops endpoints, and a
+//! graceful shutdown that lets running SubJobs finish or hands them back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::prelude::*;
+use apalis_core::backend::ext::BackendExt;
+use cspm_shared::dispatch;
+use cspm_shared::ops::{self, OpsState, QueueGauges};
+use cspm_shared::queue::{QueueKind, SubJobMessage};
+use prometheus_client::registry::Registry;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::WorkerConfig;
+use crate::metrics::WorkerMetrics;
+use crate::pipeline::{self, Inflight, WorkerCtx};
+use crate::poll::{self, WakeStrategy};
+use crate::runner::StopReason;
+
+pub struct WorkerApp {
+    ctx: Arc<WorkerCtx>,
+    listener: tokio::net::TcpListener,
+    ops_router: axum::Router,
+}
+
+impl WorkerApp {
+    pub async fn build(config: WorkerConfig) -> anyhow::Result<Self> {
+        let mongo = config.common.mongo("cspm-worker").await?;
+        let queues = config.common.queues()?;
+        tokio::fs::create_dir_all(&config.output_dir).await.map_err(|e| {
+            anyhow::anyhow!("CSPM_WORKER_OUTPUT_DIR: cannot create {}: {e}", config.output_dir.display())
+        })?;
+        let listener = tokio::net::TcpListener::bind(config.bind).await?;
+        let metrics = WorkerMetrics::default();
+        let gauges = QueueGauges::default();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        gauges.register(&mut registry);
+        let ops_router = ops::router(OpsState {
+            service: "cspm-worker",
+            mongo: mongo.clone(),
+            queues: queues.clone(),
+            registry: Arc::new(registry),
+            gauges,
+        });
+        let ctx = Arc::new(WorkerCtx { config, mongo, queues, metrics, inflight: Inflight::default() });
+        Ok(Self { ctx, listener, ops_router })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.ctx.config.name
+    }
+
+    /// Runs until `shutdown` resolves, then stops taking work, lets running SubJobs finish within the
+    /// grace period, hands back the rest, and returns.
+    pub async fn run_until_stopped(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let ctx = self.ctx;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tracing::info!(worker = %ctx.config.name, addr = %self.listener.local_addr()?, cloud = ctx.config.cloud_concurrency,
+            native = ctx.config.native_concurrency, "worker starting");
+
+        let ops_stop = stop_rx.clone();
+        let ops_task = tokio::spawn(ops::serve(self.listener, self.ops_router, wait_true(ops_stop)));
+        let feeder = tokio::spawn(feed_loop(ctx.clone(), stop_rx.clone()));
+
+        let mut consumers = Vec::new();
+        for (kind, concurrency) in [(QueueKind::Cloud, ctx.config.cloud_concurrency), (QueueKind::Native, ctx.config.native_concurrency)] {
+            if concurrency > 0 {
+                consumers.push(tokio::spawn(consume(ctx.clone(), kind, concurrency, stop_rx.clone())));
+            }
+        }
+
+        shutdown.await;
+        tracing::info!(running = ctx.inflight.len(), grace_secs = ctx.config.shutdown_grace.as_secs(), "stopping: no new sub-jobs");
+        let _ = stop_tx.send(true);
+        if !ctx.inflight.wait_empty(ctx.config.shutdown_grace).await {
+            tracing::info!(running = ctx.inflight.len(), "grace period over: handing back running sub-jobs");
+            ctx.inflight.stop_all(StopReason::Shutdown);
+            ctx.inflight.wait_empty(Duration::from_secs(30)).await;
+        }
+        for c in consumers {
+            if tokio::time::timeout(Duration::from_secs(10), c).await.is_err() {
+                tracing::warn!("a queue consumer did not stop in time");
+            }
+        }
+        feeder.abort();
+        let _ = ops_task.await;
+        tracing::info!("worker stopped");
+        Ok(())
+    }
+}
+
+async fn handle_message(msg: SubJobMessage, ctx: Data<Arc<WorkerCtx>>) -> Result<(), BoxDynError> {
+    pipeline::handle(Arc::clone(&ctx), msg).await
+}
+
+async fn wait_true(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Consumes one queue until shutdown. If the queue connection fails (Redis away, or its data lost), the
+/// consumer is rebuilt under a fresh name after a pause; running SubJobs are not affected (their tasks
+/// live on and their leases are renewed through MongoDB).
+async fn consume(ctx: Arc<WorkerCtx>, kind: QueueKind, concurrency: usize, stop: watch::Receiver<bool>) {
+    let mut generation = 0u32;
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let name = format!("{}-{}-{generation}", ctx.config.name, kind.as_str());
+        let (wake_tx, wake_rx) = mpsc::channel(1);
+        let listener = tokio::spawn(poll::listen(ctx.queues.client().clone(), ctx.queues.wake_channel(kind), wake_tx));
+        let backend = ctx.queues.storage(kind).poll_with_strategy(WakeStrategy::new(ctx.config.poll, wake_rx));
+        let worker = WorkerBuilder::new(name.as_str())
+            .backend(backend)
+            .data(ctx.clone())
+            .concurrency(concurrency)
+            .build(handle_message);
+        let signal = {
+            let rx = stop.clone();
+            async move {
+                wait_true(rx).await;
+                Ok::<(), WorkerError>(())
+            }
+        };
+        let result = worker.run_until(signal).await;
+        listener.abort();
+        match result {
+            Ok(()) if *stop.borrow() => return,
+            Ok(()) => tracing::warn!(queue = kind.as_str(), "queue consumer ended unexpectedly; restarting"),
+            Err(e) => tracing::warn!(queue = kind.as_str(), error = %e, "queue consumer failed; restarting"),
+        }
+        generation += 1;
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// Keeps Redis fed from MongoDB (admission control), so that SubJobs created while Redis was full, down,
+/// or had no consumers reach a worker.
+async fn feed_loop(ctx: Arc<WorkerCtx>, stop: watch::Receiver<bool>) {
+    let mut failures = 0u32;
+    while !*stop.borrow() {
+        match dispatch::feed_all(&ctx.mongo, &ctx.queues, 500).await {
+            Ok(n) => {
+                if n > 0 {
+                    tracing::debug!(pushed = n, "fed the queue");
+                }
+                failures = 0;
+            }
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures % 60 == 0 {
+                    tracing::warn!(error = %e, failures, "cannot feed the queue");
+                }
+            }
+        }
+        tokio::time::sleep(ctx.config.feed_interval).await;
+    }
+}

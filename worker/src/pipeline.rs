@@ -1,0 +1,410 @@
+//! One SubJob, start to end: claim → plan → run → parse → store → finish → roll up.
+//!
+//! Every step is safe to repeat: the claim makes a duplicate delivery a no-op while the first holds a
+//! live lease, findings are upserts keyed by identity, and the final transition is a compare-and-set by
+//! the lease owner. A worker that dies mid-way leaves a lease that lapses; the SubJob then runs again.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use apalis_core::error::BoxDynError;
+use bson::DateTime;
+use cspm_shared::db::Mongo;
+use cspm_shared::domain::scan::{CanaryFailure, SubJobStatus};
+use cspm_shared::error::StoreError;
+use cspm_shared::ids::SubJobId;
+use cspm_shared::queue::{Queues, SubJobMessage};
+use cspm_shared::store::findings::{self, FindingScope, NewFinding};
+use cspm_shared::store::subjobs::{self, Claim, Lease, Outcome, Renewal, SubJobDoc};
+use cspm_shared::store::runs;
+use tokio::sync::{Notify, mpsc, watch};
+use tracing::Instrument;
+
+use crate::config::WorkerConfig;
+use crate::metrics::WorkerMetrics;
+use crate::runner::{self, Exit, StopReason, StopSignal};
+use crate::tools::{Adapter, FindingSink, JobContext, Plan, canary};
+
+/// Findings per database round trip.
+const STORE_BATCH: usize = 500;
+
+/// Everything a SubJob needs from its worker.
+pub struct WorkerCtx {
+    pub config: WorkerConfig,
+    pub mongo: Mongo,
+    pub queues: Queues,
+    pub metrics: WorkerMetrics,
+    pub inflight: Inflight,
+}
+
+/// The SubJobs running in this process, so that shutdown can hand them back.
+#[derive(Default)]
+pub struct Inflight {
+    stops: Mutex<HashMap<SubJobId, watch::Sender<Option<StopReason>>>>,
+    changed: Notify,
+}
+
+impl Inflight {
+    fn insert(&self, id: SubJobId, tx: watch::Sender<Option<StopReason>>) {
+        if let Ok(mut m) = self.stops.lock() {
+            m.insert(id, tx);
+        }
+    }
+
+    fn remove(&self, id: &SubJobId) {
+        if let Ok(mut m) = self.stops.lock() {
+            m.remove(id);
+        }
+        self.changed.notify_waiters();
+    }
+
+    pub fn len(&self) -> usize {
+        self.stops.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Asks every running SubJob to stop.
+    pub fn stop_all(&self, reason: StopReason) {
+        if let Ok(m) = self.stops.lock() {
+            for tx in m.values() {
+                let _ = tx.send(Some(reason));
+            }
+        }
+    }
+
+    /// Waits until no SubJob runs, or the timeout passes. Returns whether it emptied.
+    pub async fn wait_empty(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.changed.notified();
+            if self.is_empty() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.is_empty();
+            }
+        }
+    }
+}
+
+/// The queue handler. The work runs on its own task, so that a slow SubJob never delays the queue's
+/// heartbeats, and so that shutdown can hand it back even if the queue stops polling it.
+pub async fn handle(ctx: Arc<WorkerCtx>, msg: SubJobMessage) -> Result<(), BoxDynError> {
+    let span = tracing::info_span!("subjob", run.id = %msg.run_id, subjob.id = %msg.subjob_id, tool = tracing::field::Empty);
+    match tokio::spawn(process(ctx, msg).instrument(span)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            // Transient (the database is away): the queue retries the message later.
+            tracing::warn!(error = %e, "sub-job deferred");
+            Err(Box::new(e))
+        }
+        Err(join) => Err(Box::new(join)),
+    }
+}
+
+async fn process(ctx: Arc<WorkerCtx>, msg: SubJobMessage) -> Result<(), StoreError> {
+    let db = &ctx.mongo;
+    let mut claim = subjobs::claim(db, &msg.subjob_id, &ctx.config.name, ctx.config.lease).await?;
+    if let Claim::Busy { .. } = &claim {
+        // A re-delivery after the queue lost track of a worker: if that worker is dead, its lease lapses
+        // within one lease period; wait for that rather than dropping the message.
+        if let Some(job) = subjobs::get(db, &msg.subjob_id).await? {
+            if let Some(expiry) = job.lease_expires_at {
+                let wait = expiry.saturating_duration_since(DateTime::now());
+                if wait <= ctx.config.lease {
+                    tokio::time::sleep(wait + Duration::from_millis(500)).await;
+                    claim = subjobs::claim(db, &msg.subjob_id, &ctx.config.name, ctx.config.lease).await?;
+                }
+            }
+        }
+    }
+    match claim {
+        Claim::Claimed(job, lease) => run_claimed(&ctx, *job, lease).await,
+        Claim::Busy { owner } => {
+            tracing::debug!(%owner, "already running on another worker");
+            ctx.metrics.skipped("running_elsewhere");
+            Ok(())
+        }
+        Claim::Finished(status) => {
+            tracing::debug!(%status, "already finished");
+            ctx.metrics.skipped("already_finished");
+            // The previous delivery may have died between its transition and the roll-up.
+            runs::finalize(db, &msg.run_id).await?;
+            Ok(())
+        }
+        Claim::Exhausted => {
+            tracing::warn!("the sub-job's worker was lost too many times; it failed");
+            ctx.metrics.ended("unknown", "failed", 0.0);
+            runs::finalize(db, &msg.run_id).await?;
+            Ok(())
+        }
+        Claim::Missing => {
+            tracing::warn!("no such sub-job; message dropped");
+            ctx.metrics.skipped("missing");
+            Ok(())
+        }
+    }
+}
+
+/// How the work of a claimed SubJob ended.
+enum Ending {
+    Done(Outcome),
+    Failed(String, Outcome),
+    TimedOut(String),
+    Stopped(StopReason),
+}
+
+async fn run_claimed(ctx: &WorkerCtx, job: SubJobDoc, lease: Lease) -> Result<(), StoreError> {
+    let db = &ctx.mongo;
+    let tool = job.tool.to_string();
+    tracing::Span::current().record("tool", tool.as_str());
+    tracing::info!(attempt = job.attempts, region = %job.region, "sub-job started");
+    let started = Instant::now();
+    ctx.metrics.running.inc();
+    if let Err(e) = runs::mark_running(db, &job.run_id).await {
+        tracing::warn!(error = %e, "could not mark the run running");
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(None);
+    ctx.inflight.insert(job.id.clone(), stop_tx.clone());
+    let keeper = tokio::spawn(keep_lease(db.clone(), job.id.clone(), lease.clone(), ctx.config.lease, stop_tx).in_current_span());
+
+    let workdir = ctx.config.output_dir.join(job.run_id.as_str()).join(job.id.as_str());
+    let ending = match prepare_dir(&workdir).await {
+        Ok(()) => execute(ctx, &job, &workdir, stop_rx).await,
+        Err(e) => Ending::Failed(format!("cannot prepare the output directory {}: {e}", workdir.display()), Outcome::default()),
+    };
+    keeper.abort();
+    ctx.inflight.remove(&job.id);
+    ctx.metrics.running.dec();
+    let seconds = started.elapsed().as_secs_f64();
+
+    let (status, outcome, keep_output) = match ending {
+        Ending::Done(o) => (SubJobStatus::Completed, o, false),
+        Ending::Failed(msg, mut o) => {
+            o.error = Some(msg);
+            (SubJobStatus::Failed, o, ctx.config.keep_failed_output)
+        }
+        Ending::TimedOut(msg) => (SubJobStatus::TimedOut, Outcome { error: Some(msg), ..Outcome::default() }, ctx.config.keep_failed_output),
+        Ending::Stopped(StopReason::Cancelled) => (
+            SubJobStatus::Cancelled,
+            Outcome { error: Some("cancelled while running".into()), ..Outcome::default() },
+            false,
+        ),
+        Ending::Stopped(StopReason::LeaseLost) => {
+            tracing::warn!("lease lost (this worker stalled past it); leaving the sub-job to its new owner");
+            ctx.metrics.ended(&tool, "lease_lost", seconds);
+            remove_dir(&workdir).await;
+            return Ok(());
+        }
+        Ending::Stopped(StopReason::Shutdown) => {
+            let handed = subjobs::hand_back(db, &job.id, &lease, "handed back by a worker shutting down").await?;
+            tracing::info!(handed, "sub-job handed back at shutdown");
+            ctx.metrics.ended(&tool, "handed_back", seconds);
+            remove_dir(&workdir).await;
+            return Ok(());
+        }
+    };
+    if !keep_output {
+        remove_dir(&workdir).await;
+    }
+    let transitioned = subjobs::finish(db, &job.id, &lease, status, &outcome).await?;
+    if !transitioned {
+        tracing::warn!(%status, "the sub-job was taken over before it finished; result not recorded");
+        ctx.metrics.ended(&tool, "lease_lost", seconds);
+        return Ok(());
+    }
+    ctx.metrics.ended(&tool, status.as_str(), seconds);
+    match &outcome.error {
+        Some(e) => tracing::warn!(%status, error = %e, seconds, "sub-job ended"),
+        None => tracing::info!(%status, findings = outcome.findings_count, new = outcome.new_findings, seconds, "sub-job ended"),
+    }
+    if !subjobs::run_has_unfinished(db, &job.run_id).await? {
+        runs::finalize(db, &job.run_id).await?;
+    }
+    Ok(())
+}
+
+/// Renews the lease every third of its length, and turns a cancel request or a lost lease into a stop.
+async fn keep_lease(
+    db: Mongo,
+    id: SubJobId,
+    lease: Lease,
+    length: Duration,
+    stop: watch::Sender<Option<StopReason>>,
+) {
+    let every = length / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        match subjobs::renew(&db, &id, &lease, length).await {
+            Ok(Renewal::Held { cancel: false }) => {}
+            Ok(Renewal::Held { cancel: true }) => {
+                let _ = stop.send(Some(StopReason::Cancelled));
+            }
+            Ok(Renewal::Lost) => {
+                let _ = stop.send(Some(StopReason::LeaseLost));
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "lease renewal failed; retrying"),
+        }
+    }
+}
+
+async fn execute(ctx: &WorkerCtx, job: &SubJobDoc, workdir: &Path, mut stop: StopSignal) -> Ending {
+    let adapter = Adapter::for_tool(job.tool.tool);
+    if let Err(e) = adapter.check_available(&ctx.config) {
+        return Ending::Failed(e.message, Outcome::default());
+    }
+    let jc = JobContext { job, mongo: &ctx.mongo, workdir: workdir.to_path_buf(), config: &ctx.config };
+    let plan = match adapter.plan(&jc).await {
+        Ok(p) => p,
+        Err(e) => return Ending::Failed(e.message, Outcome::default()),
+    };
+    let timeout = job.timeout();
+    match plan {
+        Plan::Process(spec) => match runner::local::run(&spec, timeout, stop.clone()).await {
+            Err(e) => return Ending::Failed(format!("cannot start `{}`: {e}", spec.program), Outcome::default()),
+            Ok(report) => match &report.exit {
+                Exit::TimedOut => {
+                    return Ending::TimedOut(format!("the scan did not finish within {} s and was stopped", timeout.as_secs()));
+                }
+                Exit::Stopped(r) => return Ending::Stopped(*r),
+                Exit::Exited(code) if !report.succeeded(&spec) => {
+                    let code = code.map(|c| c.to_string()).unwrap_or_else(|| "a signal".into());
+                    let tail = last_lines(&report.output_tail, 5);
+                    return Ending::Failed(format!("{} exited with {code}: {tail}", job.tool.tool.as_str()), Outcome::default());
+                }
+                Exit::Exited(_) => {}
+            },
+        },
+        Plan::Simulated { duration, failure } => {
+            if let Some(ending) = simulate(job, workdir, duration, failure, timeout, &mut stop).await {
+                return ending;
+            }
+        }
+    }
+    store(ctx, job, workdir, adapter).await
+}
+
+/// The canary's "scan": waits, then succeeds, fails, crashes the process or hangs, as asked.
+async fn simulate(
+    job: &SubJobDoc,
+    workdir: &Path,
+    duration: Duration,
+    failure: CanaryFailure,
+    timeout: Duration,
+    stop: &mut StopSignal,
+) -> Option<Ending> {
+    let wait = match failure {
+        CanaryFailure::Hang => timeout + Duration::from_secs(3600),
+        CanaryFailure::Crash => duration / 2,
+        _ => duration,
+    };
+    let sleep = tokio::time::sleep(wait.min(timeout));
+    tokio::pin!(sleep);
+    let timed_out = wait >= timeout;
+    loop {
+        tokio::select! {
+            _ = &mut sleep => break,
+            changed = stop.changed() => {
+                if changed.is_err() { return Some(Ending::Stopped(StopReason::Shutdown)); }
+                if let Some(r) = *stop.borrow() { return Some(Ending::Stopped(r)); }
+            }
+        }
+    }
+    if timed_out {
+        return Some(Ending::TimedOut(format!("the scan did not finish within {} s and was stopped", timeout.as_secs())));
+    }
+    match failure {
+        CanaryFailure::Crash => {
+            tracing::error!("canary: crashing the worker as requested");
+            std::process::abort();
+        }
+        CanaryFailure::Error => Some(Ending::Failed("canary: the tool failed as requested".into(), Outcome::default())),
+        CanaryFailure::None | CanaryFailure::Hang => match canary::write_report(job, workdir) {
+            Ok(()) => None,
+            Err(e) => Some(Ending::Failed(format!("canary: cannot write its output: {e}"), Outcome::default())),
+        },
+    }
+}
+
+/// Parses on a blocking thread and stores batches as they come: memory holds at most a few batches.
+async fn store(ctx: &WorkerCtx, job: &SubJobDoc, workdir: &Path, adapter: Adapter) -> Ending {
+    let (tx, mut rx) = mpsc::channel::<Vec<NewFinding>>(2);
+    let parse_job = job.clone();
+    let dir: PathBuf = workdir.to_path_buf();
+    let max = ctx.config.max_output_bytes;
+    let parser = tokio::task::spawn_blocking(move || {
+        let mut sink = FindingSink::new(tx, STORE_BATCH);
+        adapter.parse(&parse_job, &dir, max, &mut sink)
+    });
+    let scope = FindingScope {
+        team_id: job.team_id.clone(),
+        tool: job.tool.tool.as_str().to_string(),
+        account_id: job.account_id.clone(),
+        target: job.native.as_ref().map(|n| n.target.clone()),
+        region: job.region.clone(),
+        run_id: job.run_id.clone(),
+        subjob_id: job.id.clone(),
+        seen_at: job.started_at.unwrap_or_else(DateTime::now),
+    };
+    let mut outcome = Outcome::default();
+    let mut store_error = None;
+    while let Some(batch) = rx.recv().await {
+        if store_error.is_some() {
+            continue; // drain so the parser can finish
+        }
+        match findings::upsert_batch(&ctx.mongo, &scope, &batch).await {
+            Ok(stats) => {
+                outcome.findings_count += batch.len() as i64;
+                outcome.new_findings += stats.inserted;
+                for f in &batch {
+                    outcome.severity.add(f.severity, 1);
+                }
+                ctx.metrics.findings.inc_by(batch.len() as u64);
+            }
+            Err(e) => store_error = Some(e),
+        }
+    }
+    let parsed = parser.await;
+    if let Some(e) = store_error {
+        return Ending::Failed(format!("storing findings failed: {e}"), outcome);
+    }
+    match parsed {
+        Ok(Ok(())) => Ending::Done(outcome),
+        Ok(Err(e)) => Ending::Failed(e.message, outcome),
+        Err(e) => Ending::Failed(format!("the parser crashed: {e}"), outcome),
+    }
+}
+
+async fn prepare_dir(dir: &Path) -> std::io::Result<()> {
+    // A leftover from an earlier attempt must not be mistaken for this attempt's output.
+    if tokio::fs::try_exists(dir).await.unwrap_or(false) {
+        tokio::fs::remove_dir_all(dir).await?;
+    }
+    tokio::fs::create_dir_all(dir).await
+}
+
+async fn remove_dir(dir: &Path) {
+    if let Err(e) = tokio::fs::remove_dir_all(dir).await {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(error = %e, dir = %dir.display(), "could not remove the output directory");
+        }
+    }
+    // The run's directory goes when its last SubJob's does (fails harmlessly while others remain).
+    if let Some(parent) = dir.parent() {
+        let _ = tokio::fs::remove_dir(parent).await;
+    }
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let start = lines.len().saturating_sub(n);
+    let joined = lines[start..].join(" | ");
+    if joined.is_empty() { "no output".into() } else { joined }
+}

@@ -1,0 +1,62 @@
+//! Runners execute what a tool adapter planned. Every runner has the same contract: run the command with
+//! the SubJob's output directory, stop it when asked (cancel, lost lease, shutdown) or when its time is up
+//! (SIGTERM, then SIGKILL), and report the exit code and a bounded tail of its output.
+
+pub mod local;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+/// Why a running SubJob must stop before it finishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// A user cancelled the run.
+    Cancelled,
+    /// Our lease was taken away (we stalled past it); another worker may be running the SubJob.
+    LeaseLost,
+    /// The worker is shutting down and its grace period is over: hand the SubJob back.
+    Shutdown,
+}
+
+/// The stop signal a running SubJob watches.
+pub type StopSignal = watch::Receiver<Option<StopReason>>;
+
+/// A process to run.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    pub program: String,
+    pub args: Vec<String>,
+    /// Extra environment (credentials travel here, never in `args`). The rest of the environment is
+    /// cleared except `PATH`, `HOME`, `LANG` and `TZ`.
+    pub env: Vec<(String, String)>,
+    pub workdir: PathBuf,
+    /// Exit codes that mean "finished" besides 0 (Prowler exits 3 when it found failing checks).
+    pub ok_exit_codes: Vec<i32>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// The process exited by itself with this code (or was killed by a signal: `None`).
+    Exited(Option<i32>),
+    /// The time limit passed; the process was stopped.
+    TimedOut,
+    /// Stopped on request.
+    Stopped(StopReason),
+}
+
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub exit: Exit,
+    pub duration: Duration,
+    /// The last bytes the process wrote to stdout and stderr, for error messages.
+    pub output_tail: String,
+}
+
+impl RunReport {
+    pub fn succeeded(&self, spec: &ProcessSpec) -> bool {
+        matches!(self.exit, Exit::Exited(Some(c)) if c == 0 || spec.ok_exit_codes.contains(&c))
+    }
+}

@@ -1,0 +1,139 @@
+//! Tool adapters. Every adapter has the same shape: `check_available` (can this worker run it?), `plan`
+//! (what to execute for a SubJob: command line, environment, output files) and `parse` (what the tool
+//! wrote, streamed into findings). Runners execute plans; the pipeline stores what parsers emit.
+
+pub mod canary;
+pub mod nmap;
+pub mod prowler;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cspm_shared::domain::scan::{CanaryFailure, Tool};
+use cspm_shared::store::findings::NewFinding;
+use cspm_shared::store::subjobs::SubJobDoc;
+use tokio::sync::mpsc;
+
+use crate::config::WorkerConfig;
+use crate::runner::ProcessSpec;
+
+/// A failure of the tool or of its output. The message becomes the SubJob's error: it must tell a person
+/// what went wrong and, where possible, what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ToolError {
+    pub message: String,
+}
+
+impl ToolError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into() }
+    }
+}
+
+/// What the pipeline knows about the SubJob it hands to an adapter.
+pub struct JobContext<'a> {
+    pub job: &'a SubJobDoc,
+    pub mongo: &'a cspm_shared::db::Mongo,
+    /// The SubJob's own output directory, as this worker sees it.
+    pub workdir: PathBuf,
+    pub config: &'a WorkerConfig,
+}
+
+/// How to execute a SubJob.
+#[derive(Debug, Clone)]
+pub enum Plan {
+    /// Run a scanner process.
+    Process(ProcessSpec),
+    /// The canary: no process, the pipeline simulates one (duration and failure mode).
+    Simulated { duration: Duration, failure: CanaryFailure },
+}
+
+/// The adapters, dispatched by tool.
+pub enum Adapter {
+    Canary,
+    Nmap,
+    Prowler,
+}
+
+impl Adapter {
+    pub fn for_tool(tool: Tool) -> Self {
+        match tool {
+            Tool::Canary => Adapter::Canary,
+            Tool::Nmap => Adapter::Nmap,
+            Tool::Prowler => Adapter::Prowler,
+        }
+    }
+
+    /// Whether this worker can run the tool; the error names what is missing.
+    pub fn check_available(&self, config: &WorkerConfig) -> Result<(), ToolError> {
+        match self {
+            Adapter::Canary => Ok(()),
+            Adapter::Nmap => nmap::check_available(config),
+            Adapter::Prowler => prowler::check_available(config),
+        }
+    }
+
+    pub async fn plan(&self, ctx: &JobContext<'_>) -> Result<Plan, ToolError> {
+        match self {
+            Adapter::Canary => canary::plan(ctx),
+            Adapter::Nmap => nmap::plan(ctx).await,
+            Adapter::Prowler => prowler::plan(ctx).await,
+        }
+    }
+
+    /// Parses the output in `workdir`, sending findings to `sink`. Runs on a blocking thread.
+    pub fn parse(&self, job: &SubJobDoc, workdir: &Path, max_bytes: u64, sink: &mut FindingSink) -> Result<(), ToolError> {
+        match self {
+            Adapter::Canary => canary::parse(job, workdir, sink),
+            Adapter::Nmap => nmap::parse(workdir, max_bytes, sink),
+            Adapter::Prowler => prowler::parse(workdir, max_bytes, sink),
+        }
+    }
+}
+
+/// Streams findings from a parser (on a blocking thread) to the store (async), in batches, so that
+/// memory stays flat whatever the size of the output.
+pub struct FindingSink {
+    tx: mpsc::Sender<Vec<NewFinding>>,
+    batch: Vec<NewFinding>,
+    batch_size: usize,
+    pub emitted: u64,
+}
+
+impl FindingSink {
+    pub fn new(tx: mpsc::Sender<Vec<NewFinding>>, batch_size: usize) -> Self {
+        Self { tx, batch: Vec::with_capacity(batch_size), batch_size, emitted: 0 }
+    }
+
+    pub fn push(&mut self, f: NewFinding) -> Result<(), ToolError> {
+        self.batch.push(f);
+        self.emitted += 1;
+        if self.batch.len() >= self.batch_size {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> Result<(), ToolError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_size));
+        self.tx.blocking_send(batch).map_err(|_| ToolError::new("the finding store stopped accepting findings"))
+    }
+}
+
+/// Opens an output file, refusing one larger than the configured maximum.
+pub fn open_output(path: &Path, max_bytes: u64) -> Result<std::fs::File, ToolError> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| ToolError::new(format!("cannot read the scanner output {}: {e}", path.display())))?;
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if len > max_bytes {
+        return Err(ToolError::new(format!(
+            "the scanner output {} is {len} bytes, more than the limit of {max_bytes} (CSPM_WORKER_MAX_OUTPUT_BYTES)",
+            path.display()
+        )));
+    }
+    Ok(file)
+}

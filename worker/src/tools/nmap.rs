@@ -1,0 +1,331 @@
+//! Nmap: network discovery. Runs an unprivileged connect scan of the SubJob's target (resolved and
+//! checked against the SSRF policy again, here, so that a name cannot resolve differently between the
+//! API's check and the scan), writes XML, and reports every open port as a finding whose identity is
+//! (host, port, protocol, service).
+
+use std::io::BufReader;
+use std::net::IpAddr;
+use std::path::Path;
+
+use bson::{Document, doc};
+use cspm_shared::domain::native::{NetworkScanType, Target};
+use cspm_shared::domain::severity::Severity;
+use cspm_shared::store::findings::NewFinding;
+use quick_xml::Reader;
+use quick_xml::events::{BytesStart, Event};
+
+use super::{FindingSink, JobContext, Plan, ToolError, open_output};
+use crate::config::WorkerConfig;
+use crate::runner::ProcessSpec;
+use crate::runner::local::find_executable;
+
+pub const OUTPUT_FILE: &str = "nmap.xml";
+/// Script output kept per script (the rest is cut).
+const MAX_SCRIPT_OUTPUT: usize = 2048;
+
+pub fn check_available(config: &WorkerConfig) -> Result<(), ToolError> {
+    find_executable(&config.nmap_path).map(|_| ()).ok_or_else(|| {
+        ToolError::new(format!(
+            "tool `nmap` is not available on this worker: `{}` was not found (install nmap or set CSPM_NMAP_PATH)",
+            config.nmap_path
+        ))
+    })
+}
+
+pub async fn plan(ctx: &JobContext<'_>) -> Result<Plan, ToolError> {
+    let spec = ctx.job.native.as_ref().ok_or_else(|| ToolError::new("the SubJob has no native target"))?;
+    let target = Target::parse(&spec.target).map_err(ToolError::new)?;
+    let addrs = ctx.config.target_policy.resolve(&target).await.map_err(ToolError::new)?;
+    let targets: Vec<String> = match &target {
+        Target::Cidr(..) => vec![target.to_string()],
+        _ => {
+            // nmap scans one address family per run: prefer IPv4 when the name has both.
+            let v4: Vec<String> = addrs.iter().filter(|a| a.is_ipv4()).map(IpAddr::to_string).collect();
+            if v4.is_empty() { addrs.iter().map(IpAddr::to_string).collect() } else { v4 }
+        }
+    };
+    let ipv6 = targets.iter().all(|t| t.contains(':'));
+    let mut args: Vec<String> = vec!["-oX".into(), ctx.workdir.join(OUTPUT_FILE).display().to_string(), "-n".into()];
+    args.extend(["--max-retries".into(), "2".into(), "-T4".into()]);
+    args.extend(["--host-timeout".into(), format!("{}s", ctx.job.timeout_secs.max(1))]);
+    if ipv6 {
+        args.push("-6".into());
+    }
+    match spec.scan_type {
+        NetworkScanType::PingSweep => args.push("-sn".into()),
+        other => {
+            args.extend(["-sT".into(), "-Pn".into()]);
+            match other {
+                NetworkScanType::ServiceDetection => args.push("-sV".into()),
+                NetworkScanType::Comprehensive => args.extend(["-sV".into(), "-sC".into()]),
+                NetworkScanType::VulnerabilityScan => args.extend(["-sV".into(), "--script".into(), "vuln".into()]),
+                _ => {}
+            }
+            match &spec.ports {
+                Some(p) => args.extend(["-p".into(), p.as_str().to_string()]),
+                None => args.extend(["--top-ports".into(), "1000".into()]),
+            }
+        }
+    }
+    args.push("--".into());
+    args.extend(targets);
+    Ok(Plan::Process(ProcessSpec {
+        program: ctx.config.nmap_path.clone(),
+        args,
+        env: vec![],
+        workdir: ctx.workdir.clone(),
+        ok_exit_codes: vec![],
+    }))
+}
+
+#[derive(Default)]
+struct Port {
+    protocol: String,
+    port: u32,
+    state: String,
+    service: Option<Document>,
+    service_name: String,
+    cpes: Vec<String>,
+    scripts: Vec<Document>,
+}
+
+#[derive(Default)]
+struct Host {
+    address: Option<String>,
+    hostnames: Vec<String>,
+    ports: Vec<Port>,
+}
+
+/// Streams the XML: one host at a time in memory, whatever the size of the scan.
+pub fn parse(workdir: &Path, max_bytes: u64, sink: &mut FindingSink) -> Result<(), ToolError> {
+    let path = workdir.join(OUTPUT_FILE);
+    let file = open_output(&path, max_bytes)?;
+    parse_reader(BufReader::new(file), &path.display().to_string(), sink)
+}
+
+pub fn parse_reader<R: std::io::BufRead>(input: R, name: &str, sink: &mut FindingSink) -> Result<(), ToolError> {
+    let mut reader = Reader::from_reader(input);
+    let mut buf = Vec::new();
+    let mut host: Option<Host> = None;
+    let mut port: Option<Port> = None;
+    let mut in_cpe = false;
+    let mut saw_root = false;
+    let mut finished = false;
+    loop {
+        let pos = reader.buffer_position();
+        let event = reader
+            .read_event_into(&mut buf)
+            .map_err(|e| ToolError::new(format!("{name}: malformed nmap XML at byte {pos}: {e}")))?;
+        match event {
+            Event::Start(e) | Event::Empty(e) if e.name().as_ref() == "nmaprun" => saw_root = true,
+            Event::Start(e) if e.name().as_ref() == "host" => host = Some(Host::default()),
+            Event::Empty(e) | Event::Start(e) if e.name().as_ref() == "address" => {
+                if let Some(h) = host.as_mut() {
+                    let kind = attr(&e, "addrtype").unwrap_or_default();
+                    if kind == "ipv4" || kind == "ipv6" {
+                        h.address.get_or_insert(attr(&e, "addr").unwrap_or_default());
+                    }
+                }
+            }
+            Event::Empty(e) | Event::Start(e) if e.name().as_ref() == "hostname" => {
+                if let (Some(h), Some(n)) = (host.as_mut(), attr(&e, "name")) {
+                    h.hostnames.push(n);
+                }
+            }
+            Event::Start(e) if e.name().as_ref() == "port" => {
+                port = Some(Port {
+                    protocol: attr(&e, "protocol").unwrap_or_default(),
+                    port: attr(&e, "portid").and_then(|p| p.parse().ok()).unwrap_or(0),
+                    ..Port::default()
+                });
+            }
+            Event::Empty(e) | Event::Start(e) if e.name().as_ref() == "state" => {
+                if let Some(p) = port.as_mut() {
+                    p.state = attr(&e, "state").unwrap_or_default();
+                }
+            }
+            Event::Empty(e) | Event::Start(e) if e.name().as_ref() == "service" => {
+                if let Some(p) = port.as_mut() {
+                    p.service_name = attr(&e, "name").unwrap_or_default();
+                    let mut d = Document::new();
+                    for key in ["name", "product", "version", "extrainfo", "ostype", "method", "tunnel"] {
+                        if let Some(v) = attr(&e, key) {
+                            d.insert(key, v);
+                        }
+                    }
+                    p.service = Some(d);
+                }
+            }
+            Event::Start(e) if e.name().as_ref() == "cpe" => in_cpe = port.is_some(),
+            Event::Text(t) if in_cpe => {
+                if let Some(p) = port.as_mut() {
+                    let text = t.xml10_content().trim().to_string();
+                    if !text.is_empty() {
+                        p.cpes.push(text);
+                    }
+                }
+            }
+            Event::End(e) if e.name().as_ref() == "cpe" => in_cpe = false,
+            Event::Empty(e) | Event::Start(e) if e.name().as_ref() == "script" => {
+                if let Some(p) = port.as_mut() {
+                    let mut output = attr(&e, "output").unwrap_or_default();
+                    if output.len() > MAX_SCRIPT_OUTPUT {
+                        let mut cut = MAX_SCRIPT_OUTPUT;
+                        while !output.is_char_boundary(cut) {
+                            cut -= 1;
+                        }
+                        output.truncate(cut);
+                        output.push('…');
+                    }
+                    p.scripts.push(doc! { "id": attr(&e, "id").unwrap_or_default(), "output": output });
+                }
+            }
+            Event::End(e) if e.name().as_ref() == "port" => {
+                if let (Some(p), Some(h)) = (port.take(), host.as_mut()) {
+                    if p.state == "open" {
+                        h.ports.push(p);
+                    }
+                }
+            }
+            Event::End(e) if e.name().as_ref() == "host" => {
+                if let Some(h) = host.take() {
+                    emit_host(h, sink)?;
+                }
+            }
+            Event::Empty(e) | Event::Start(e) if e.name().as_ref() == "finished" => {
+                if attr(&e, "exit").as_deref() == Some("error") {
+                    let msg = attr(&e, "errormsg").unwrap_or_else(|| "unknown error".into());
+                    return Err(ToolError::new(format!("nmap reported an error: {msg}")));
+                }
+                finished = true;
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+        buf.clear();
+    }
+    if !saw_root {
+        return Err(ToolError::new(format!("{name}: not an nmap XML report (no <nmaprun> element)")));
+    }
+    if !finished || host.is_some() {
+        return Err(ToolError::new(format!(
+            "{name}: the nmap report is truncated (ends at byte {} before the scan finished)",
+            reader.buffer_position()
+        )));
+    }
+    sink.flush()
+}
+
+fn emit_host(h: Host, sink: &mut FindingSink) -> Result<(), ToolError> {
+    let Some(address) = h.address else { return Ok(()) };
+    for p in h.ports {
+        let service = if p.service_name.is_empty() { "unknown".to_string() } else { p.service_name.clone() };
+        let product = p
+            .service
+            .as_ref()
+            .map(|s| {
+                [s.get_str("product").unwrap_or_default(), s.get_str("version").unwrap_or_default()]
+                    .iter()
+                    .filter(|x| !x.is_empty())
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        let title = format!("Open port {}/{} ({service}) on {address}", p.port, p.protocol);
+        let description = if product.is_empty() {
+            format!("{address} accepts connections on {}/{}, identified as {service}.", p.port, p.protocol)
+        } else {
+            format!("{address} accepts connections on {}/{}, running {product} ({service}).", p.port, p.protocol)
+        };
+        sink.push(NewFinding {
+            rule_id: "nmap.open_port".into(),
+            title,
+            description,
+            severity: Severity::Informational,
+            resource_uid: format!("{address}:{}/{}", p.port, p.protocol),
+            resource_type: "network_endpoint".into(),
+            identity: vec![address.clone(), p.port.to_string(), p.protocol.clone(), service.clone()],
+            remediation: Some("Confirm the service should be reachable; close the port or restrict access if not.".into()),
+            details: doc! {
+                "host": &address,
+                "hostnames": h.hostnames.clone(),
+                "port": i64::from(p.port),
+                "protocol": &p.protocol,
+                "state": &p.state,
+                "service": p.service.clone().unwrap_or_default(),
+                "cpe": p.cpes.clone(),
+                "scripts": p.scripts.clone(),
+            },
+        })?;
+    }
+    Ok(())
+}
+
+fn attr(e: &BytesStart<'_>, key: &str) -> Option<String> {
+    e.attributes()
+        .flatten()
+        .find(|a| a.key.as_ref() == key)
+        .and_then(|a| a.normalized_value(quick_xml::XmlVersion::Implicit1_0).ok().map(|v| v.into_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cspm_shared::store::findings::NewFinding;
+    use tokio::sync::mpsc;
+
+    fn fixture(rel: &str) -> std::path::PathBuf {
+        cspm_shared::testing::fixtures_dir().join("nmap").join(rel)
+    }
+
+    fn parse_file(path: &Path) -> Result<Vec<NewFinding>, ToolError> {
+        let (tx, mut rx) = mpsc::channel(1024);
+        let mut sink = FindingSink::new(tx, 2);
+        let file = std::fs::File::open(path).expect("fixture");
+        let r = parse_reader(BufReader::new(file), &path.display().to_string(), &mut sink);
+        drop(sink);
+        let mut all = Vec::new();
+        while let Ok(batch) = rx.try_recv() {
+            all.extend(batch);
+        }
+        r.map(|()| all)
+    }
+
+    #[test]
+    fn open_ports_with_services_become_findings() {
+        let found = parse_file(&fixture("generated/nmap-sV-sC-127.0.0.1-2ports.xml")).expect("parses");
+        assert_eq!(found.len(), 2);
+        let http = found.iter().find(|f| f.resource_uid == "127.0.0.1:1880/tcp").expect("http port");
+        assert_eq!(http.identity, vec!["127.0.0.1", "1880", "tcp", "http"]);
+        assert!(http.description.contains("SimpleHTTPServer 0.6"), "{}", http.description);
+        assert_eq!(http.details.get_array("cpe").map(|a| a.len()).ok(), Some(1));
+        assert_eq!(http.details.get_array("scripts").map(|a| a.len()).ok(), Some(2));
+    }
+
+    #[test]
+    fn hosts_with_only_closed_ports_report_nothing() {
+        let found = parse_file(&fixture("generated/nmap-sT-127.0.0.1-closed-only.xml")).expect("parses");
+        assert!(found.is_empty());
+    }
+
+    #[test]
+    fn several_ports_and_ipv6_hosts_parse() {
+        let found = parse_file(&fixture("defectdojo/nmap_multiple_port.xml")).expect("parses");
+        assert!(found.len() >= 10, "{}", found.len());
+        let v6 = parse_file(&fixture("generated/nmap-6-sV-ipv6-loopback-closed.xml")).expect("parses");
+        assert!(v6.iter().all(|f| f.resource_uid.starts_with("::1:")), "{:?}", v6.iter().map(|f| &f.resource_uid).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn truncated_or_foreign_input_is_a_clear_error() {
+        let text = std::fs::read_to_string(fixture("generated/nmap-sV-sC-127.0.0.1-2ports.xml")).expect("fixture");
+        let cut = &text[..text.len() / 2];
+        let (tx, _rx) = mpsc::channel(1024);
+        let mut sink = FindingSink::new(tx, 100);
+        let err = parse_reader(cut.as_bytes(), "scan.xml", &mut sink).expect_err("truncated");
+        assert!(err.message.contains("scan.xml") && err.message.contains("byte"), "{err}");
+        let err = parse_reader(&b"<html></html>"[..], "page.xml", &mut sink).expect_err("not nmap");
+        assert!(err.message.contains("not an nmap XML report"), "{err}");
+    }
+}

@@ -1,0 +1,292 @@
+//! Prowler: cloud posture checks, read from its native `json-ocsf` output (OCSF Detection Findings).
+//!
+//! Credentials are decrypted here, for this SubJob only, and reach Prowler through its environment (AWS,
+//! Azure) or a 0600 file in the SubJob's directory (GCP), never through its command line or the logs.
+//! Prowler's own `finding_info.uid` is the finding's identity.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use bson::doc;
+use cspm_shared::domain::provider::{GLOBAL_REGION, Provider};
+use cspm_shared::domain::severity::Severity;
+use cspm_shared::store::accounts::{self, AccountDoc};
+use cspm_shared::store::findings::NewFinding;
+use serde::Deserialize;
+use serde::de::{SeqAccess, Visitor};
+
+use super::{FindingSink, JobContext, Plan, ToolError, open_output};
+use crate::config::WorkerConfig;
+use crate::runner::ProcessSpec;
+use crate::runner::local::find_executable;
+
+const OUTPUT_NAME: &str = "prowler";
+
+pub fn check_available(config: &WorkerConfig) -> Result<(), ToolError> {
+    find_executable(&config.prowler_path).map(|_| ()).ok_or_else(|| {
+        ToolError::new(format!(
+            "tool `prowler` is not available on this worker: `{}` was not found (install Prowler, set CSPM_PROWLER_PATH, \
+             or run this queue on workers that have it)",
+            config.prowler_path
+        ))
+    })
+}
+
+pub async fn plan(ctx: &JobContext<'_>) -> Result<Plan, ToolError> {
+    let job = ctx.job;
+    let (Some(account_id), Some(provider)) = (&job.account_id, job.provider) else {
+        return Err(ToolError::new("the SubJob names no cloud account"));
+    };
+    let account = accounts::get(ctx.mongo, &job.team_id, account_id)
+        .await
+        .map_err(|e| ToolError::new(format!("cannot load the cloud account: {e}")))?
+        .ok_or_else(|| ToolError::new("the cloud account was deleted"))?;
+    let creds = decrypt(ctx.config, &account)?;
+    let mut args: Vec<String> = vec![provider.as_str().into()];
+    let mut env = Vec::new();
+    match provider {
+        Provider::Aws => {
+            for (field, var) in
+                [("access_key_id", "AWS_ACCESS_KEY_ID"), ("secret_access_key", "AWS_SECRET_ACCESS_KEY"), ("session_token", "AWS_SESSION_TOKEN")]
+            {
+                if let Some(v) = creds.get(field) {
+                    env.push((var.to_string(), v.clone()));
+                }
+            }
+            if job.region != GLOBAL_REGION {
+                args.extend(["--region".into(), job.region.clone()]);
+            }
+        }
+        Provider::Azure => {
+            for (field, var) in [("client_id", "AZURE_CLIENT_ID"), ("client_secret", "AZURE_CLIENT_SECRET"), ("tenant_id", "AZURE_TENANT_ID")] {
+                if let Some(v) = creds.get(field) {
+                    env.push((var.to_string(), v.clone()));
+                }
+            }
+            args.push("--sp-env-auth".into());
+        }
+        Provider::Gcp => {
+            let sa = creds.get("service_account_json").ok_or_else(|| ToolError::new("the GCP account has no service account key"))?;
+            let path = write_secret_file(&ctx.workdir, "gcp-credentials.json", sa)?;
+            args.extend(["--credentials-file".into(), path.display().to_string()]);
+            args.extend(["--project-id".into(), account.provider_account_id.clone()]);
+        }
+    }
+    args.extend([
+        "--output-formats".into(),
+        "json-ocsf".into(),
+        "--output-directory".into(),
+        ctx.workdir.display().to_string(),
+        "--output-filename".into(),
+        OUTPUT_NAME.into(),
+        "--no-banner".into(),
+    ]);
+    Ok(Plan::Process(ProcessSpec {
+        program: ctx.config.prowler_path.clone(),
+        args,
+        env,
+        workdir: ctx.workdir.clone(),
+        // Prowler exits 3 when some checks failed: that is a finished scan with findings.
+        ok_exit_codes: vec![3],
+    }))
+}
+
+fn decrypt(config: &WorkerConfig, account: &AccountDoc) -> Result<BTreeMap<String, String>, ToolError> {
+    let Some(blob) = &account.credentials_encrypted else {
+        return Ok(BTreeMap::new()); // ambient credentials (instance role, workload identity)
+    };
+    let cipher = config
+        .cipher
+        .as_ref()
+        .ok_or_else(|| ToolError::new("this worker has no CLOUD_ENCRYPTION_KEY, so it cannot use the account's credentials"))?;
+    let plain = cipher
+        .decrypt(blob, &AccountDoc::credential_binding(&account.team_id, &account.id))
+        .map_err(|e| ToolError::new(e.to_string()))?;
+    serde_json::from_slice(&plain).map_err(|_| ToolError::new("the stored credentials are not in the expected format"))
+}
+
+fn write_secret_file(dir: &Path, name: &str, content: &str) -> Result<PathBuf, ToolError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(name);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| ToolError::new(format!("cannot write the credential file: {e}")))?;
+    f.write_all(content.as_bytes()).map_err(|e| ToolError::new(format!("cannot write the credential file: {e}")))?;
+    Ok(path)
+}
+
+/// The fields of a Prowler OCSF finding the fleet uses today.
+#[derive(Deserialize)]
+struct OcsfFinding {
+    #[serde(default)]
+    finding_info: FindingInfo,
+    #[serde(default)]
+    metadata: Metadata,
+    #[serde(default)]
+    severity: Option<String>,
+    #[serde(default)]
+    status_code: Option<String>,
+    #[serde(default)]
+    status_detail: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    resources: Vec<Resource>,
+    #[serde(default)]
+    remediation: Option<Remediation>,
+    #[serde(default)]
+    cloud: Option<Cloud>,
+}
+
+#[derive(Deserialize, Default)]
+struct FindingInfo {
+    #[serde(default)]
+    uid: String,
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    desc: String,
+}
+
+#[derive(Deserialize, Default)]
+struct Metadata {
+    #[serde(default)]
+    event_code: String,
+}
+
+#[derive(Deserialize)]
+struct Resource {
+    #[serde(default)]
+    uid: String,
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    region: String,
+}
+
+#[derive(Deserialize)]
+struct Remediation {
+    #[serde(default)]
+    desc: String,
+}
+
+#[derive(Deserialize)]
+struct Cloud {
+    #[serde(default)]
+    region: String,
+}
+
+/// Finds Prowler's `*.ocsf.json` output in the SubJob's directory.
+fn output_file(workdir: &Path) -> Result<PathBuf, ToolError> {
+    let entries = std::fs::read_dir(workdir).map_err(|e| ToolError::new(format!("cannot list {}: {e}", workdir.display())))?;
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(".ocsf.json")))
+        .ok_or_else(|| ToolError::new(format!("Prowler wrote no json-ocsf output in {}", workdir.display())))
+}
+
+pub fn parse(workdir: &Path, max_bytes: u64, sink: &mut FindingSink) -> Result<(), ToolError> {
+    let path = output_file(workdir)?;
+    let file = open_output(&path, max_bytes)?;
+    parse_reader(BufReader::new(file), &path.display().to_string(), sink)
+}
+
+/// Streams the JSON array element by element.
+pub fn parse_reader<R: std::io::Read>(input: R, name: &str, sink: &mut FindingSink) -> Result<(), ToolError> {
+    struct ArrayVisitor<'a> {
+        sink: &'a mut FindingSink,
+        error: Option<ToolError>,
+    }
+    impl<'de> Visitor<'de> for &mut ArrayVisitor<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON array of OCSF findings (Prowler json-ocsf)")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while let Some(f) = seq.next_element::<OcsfFinding>()? {
+                if let Err(e) = self.sink.push(to_finding(f)) {
+                    self.error = Some(e);
+                    return Ok(());
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut de = serde_json::Deserializer::from_reader(input);
+    let mut visitor = ArrayVisitor { sink, error: None };
+    serde::Deserializer::deserialize_seq(&mut de, &mut visitor).map_err(|e| {
+        ToolError::new(format!("{name}: not valid Prowler json-ocsf output at line {}, column {}: {e}", e.line(), e.column()))
+    })?;
+    if let Some(e) = visitor.error {
+        return Err(e);
+    }
+    de.end().map_err(|e| ToolError::new(format!("{name}: unexpected data after the findings: {e}")))?;
+    sink.flush()
+}
+
+fn to_finding(f: OcsfFinding) -> NewFinding {
+    let resource = f.resources.first();
+    let region = resource
+        .map(|r| r.region.clone())
+        .filter(|r| !r.is_empty())
+        .or_else(|| f.cloud.as_ref().map(|c| c.region.clone()))
+        .unwrap_or_default();
+    let severity = f.severity.as_deref().and_then(|s| s.parse().ok()).unwrap_or(Severity::Informational);
+    let description = f.status_detail.or(f.message).filter(|s| !s.is_empty()).unwrap_or(f.finding_info.desc);
+    NewFinding {
+        rule_id: f.metadata.event_code.clone(),
+        title: f.finding_info.title,
+        description,
+        severity,
+        resource_uid: resource.map(|r| r.uid.clone()).unwrap_or_default(),
+        resource_type: resource.map(|r| r.kind.clone()).unwrap_or_default(),
+        identity: vec![f.finding_info.uid],
+        remediation: f.remediation.map(|r| r.desc),
+        details: doc! {
+            "status_code": f.status_code.unwrap_or_default(),
+            "check_id": f.metadata.event_code,
+            "region": region,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::mpsc;
+
+    #[test]
+    fn prowler_ocsf_examples_parse_with_prowler_identities() {
+        for cloud in ["aws", "azure", "gcp", "kubernetes"] {
+            let path = cspm_shared::testing::fixtures_dir().join(format!("prowler/examples/example_output_{cloud}.ocsf.json"));
+            let (tx, mut rx) = mpsc::channel(1024);
+            let mut sink = FindingSink::new(tx, 3);
+            let file = std::fs::File::open(&path).expect("fixture");
+            parse_reader(BufReader::new(file), "x", &mut sink).expect("parses");
+            drop(sink);
+            let mut all = Vec::new();
+            while let Ok(b) = rx.try_recv() {
+                all.extend(b);
+            }
+            assert!(!all.is_empty(), "{cloud}");
+            assert!(all.iter().all(|f| !f.rule_id.is_empty() && f.identity.len() == 1), "{cloud}");
+        }
+    }
+
+    #[test]
+    fn broken_output_names_the_file_and_position() {
+        let (tx, _rx) = mpsc::channel(1024);
+        let mut sink = FindingSink::new(tx, 3);
+        let err = parse_reader(&b"[{\"severity\": \"Low\"}, {"[..], "out.ocsf.json", &mut sink).expect_err("truncated");
+        assert!(err.message.contains("out.ocsf.json") && err.message.contains("line 1"), "{err}");
+        let err = parse_reader(&b"{\"not\": \"an array\"}"[..], "legacy.json", &mut sink).expect_err("object");
+        assert!(err.message.contains("legacy.json"), "{err}");
+    }
+}

@@ -38,10 +38,9 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::Unauthorized("authentication required: send `Authorization: Bearer <token>`".into()))?;
+        let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            ApiError::Unauthorized("authentication required: send `Authorization: Bearer <token>`".into())
+        })?;
         let text = value.to_str().map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
         let token = text
             .strip_prefix("Bearer ")
@@ -58,8 +57,5 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 pub fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }

@@ -29,7 +29,11 @@ pub const API_KEYS: &[KeySpec] = &[
         "false",
         "allow native scans of loopback addresses (development and tests only)",
     ),
-    KeySpec::optional("CSPM_MAX_SUBJOBS_PER_RUN", "10000", "largest number of sub-jobs (regions × tools) one scan may create"),
+    KeySpec::optional(
+        "CSPM_MAX_SUBJOBS_PER_RUN",
+        "10000",
+        "largest number of sub-jobs (regions × tools) one scan may create",
+    ),
     KeySpec::optional("CSPM_SUBJOB_MAX_ATTEMPTS", "3", "times a sub-job may start before a lost worker fails it"),
     KeySpec::optional("CSPM_CLOUD_SUBJOB_TIMEOUT_SECS", "3600", "time limit of one cloud sub-job"),
     KeySpec::optional("CSPM_NATIVE_SUBJOB_TIMEOUT_SECS", "1800", "time limit of one native scan"),
@@ -86,10 +90,10 @@ impl ApiConfig {
             env.refuse("DEFAULT_ADMIN_EMAIL", "is not an email address");
         }
         let admin_password = env.optional_secret("DEFAULT_ADMIN_PASSWORD");
-        if let Some(p) = &admin_password {
-            if let Err(why) = cspm_shared::auth::password::check_policy(secrecy::ExposeSecret::expose_secret(p)) {
-                env.refuse("DEFAULT_ADMIN_PASSWORD", &why);
-            }
+        if let Some(p) = &admin_password
+            && let Err(why) = cspm_shared::auth::password::check_policy(secrecy::ExposeSecret::expose_secret(p))
+        {
+            env.refuse("DEFAULT_ADMIN_PASSWORD", &why);
         }
         let config = Self {
             bind,

@@ -25,10 +25,13 @@ where
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(ApiJson(v)),
             Err(rejection) => Err(match rejection {
-                JsonRejection::JsonDataError(e) => {
-                    ApiError::Unprocessable { detail: format!("invalid request body: {}", inner_message(&e)), errors: vec![] }
+                JsonRejection::JsonDataError(e) => ApiError::Unprocessable {
+                    detail: format!("invalid request body: {}", inner_message(&e)),
+                    errors: vec![],
+                },
+                JsonRejection::JsonSyntaxError(e) => {
+                    ApiError::BadRequest(format!("malformed JSON: {}", inner_message(&e)))
                 }
-                JsonRejection::JsonSyntaxError(e) => ApiError::BadRequest(format!("malformed JSON: {}", inner_message(&e))),
                 JsonRejection::MissingJsonContentType(_) => {
                     ApiError::UnsupportedMediaType("expected a JSON body with `Content-Type: application/json`".into())
                 }

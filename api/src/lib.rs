@@ -49,7 +49,8 @@ impl Application {
         let mut registry = Registry::default();
         metrics.register(&mut registry);
         gauges.register(&mut registry);
-        let state = AppState { config: Arc::new(config), mongo: mongo.clone(), queues: queues.clone(), tokens, metrics };
+        let state =
+            AppState { config: Arc::new(config), mongo: mongo.clone(), queues: queues.clone(), tokens, metrics };
         let ops_state = OpsState { service: "cspm-api", mongo, queues, registry: Arc::new(registry), gauges };
         let router = router(state.clone(), ops_state);
         Ok(Self { listener, router, state })
@@ -87,12 +88,10 @@ pub fn router(state: AppState, ops_state: OpsState) -> Router {
         .with_state(state);
     api.merge(ops::router(ops_state))
         .layer(CatchPanicLayer::custom(|_| ApiError::Internal("handler panicked".into()).into_response()))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                let id = cspm_shared::ids::RunId::new().ulid().to_string();
-                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request.id = %id)
-            }),
-        )
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = cspm_shared::ids::RunId::new().ulid().to_string();
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request.id = %id)
+        }))
 }
 
 /// Per-request limits and headers: a time limit answered with a problem document, and headers that keep
@@ -101,7 +100,9 @@ async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response 
     let limit: Duration = s.config.request_timeout;
     let mut resp = match tokio::time::timeout(limit, next.run(req)).await {
         Ok(r) => r,
-        Err(_) => ApiError::Unavailable(format!("the request did not complete within {} s", limit.as_secs())).into_response(),
+        Err(_) => {
+            ApiError::Unavailable(format!("the request did not complete within {} s", limit.as_secs())).into_response()
+        }
     };
     let h = resp.headers_mut();
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
@@ -150,24 +151,3 @@ async fn try_prepare(mongo: &Mongo, state: &AppState) -> anyhow::Result<()> {
     }
     Ok(())
 }
-
-/// A shutdown signal: SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("shutdown requested");
-}
-

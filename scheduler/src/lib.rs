@@ -1,1 +1,204 @@
-//! x
+//! The scheduler: the fleet's hygiene loops. Every loop is safe to run in several replicas at once
+//! (each action is a compare-and-set in MongoDB), so no leader is needed for them.
+//!
+//! - reaper: SubJobs whose worker stopped renewing its lease are re-queued (the attempt stays counted)
+//!   or failed once their attempts are used up;
+//! - feeder: SubJobs waiting in MongoDB are fed into Redis below the high-water mark;
+//! - lost messages: queued SubJobs whose Redis message vanished are dispatched again;
+//! - roll-up sweep: runs whose last SubJob ended without a roll-up (its worker died) are rolled up.
+
+pub mod config;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cspm_shared::db::Mongo;
+use cspm_shared::dispatch;
+use cspm_shared::ops::{self, OpsState, QueueGauges};
+use cspm_shared::queue::Queues;
+use cspm_shared::store::runs;
+use cspm_shared::store::subjobs::{self, Reaped};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+use crate::config::SchedulerConfig;
+
+type Labels = Vec<(String, String)>;
+
+#[derive(Clone, Default)]
+struct Metrics {
+    /// Hygiene actions by kind (requeued, failed, redispatched, rolled_up).
+    actions: Family<Labels, Counter>,
+}
+
+impl Metrics {
+    fn count(&self, action: &str, n: u64) {
+        if n > 0 {
+            self.actions.get_or_create(&vec![("action".to_string(), action.to_string())]).inc_by(n);
+        }
+    }
+}
+
+pub struct SchedulerApp {
+    config: SchedulerConfig,
+    mongo: Mongo,
+    queues: Queues,
+    listener: tokio::net::TcpListener,
+    ops_router: axum::Router,
+    metrics: Metrics,
+}
+
+impl SchedulerApp {
+    pub async fn build(config: SchedulerConfig) -> anyhow::Result<Self> {
+        let mongo = config.common.mongo("cspm-scheduler").await?;
+        let queues = config.common.queues()?;
+        let listener = tokio::net::TcpListener::bind(config.bind).await?;
+        let metrics = Metrics::default();
+        let gauges = QueueGauges::default();
+        let mut registry = Registry::default();
+        registry.register("cspm_fleet_actions", "Hygiene actions taken by the scheduler", metrics.actions.clone());
+        gauges.register(&mut registry);
+        let ops_router = ops::router(OpsState {
+            service: "cspm-scheduler",
+            mongo: mongo.clone(),
+            queues: queues.clone(),
+            registry: Arc::new(registry),
+            gauges,
+        });
+        Ok(Self { config, mongo, queues, listener, ops_router, metrics })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tracing::info!(addr = %self.listener.local_addr()?, "scheduler starting");
+        let ops_task = tokio::spawn(ops::serve(self.listener, self.ops_router, wait_true(stop_rx.clone())));
+        let s = Arc::new(Loops { mongo: self.mongo, queues: self.queues, metrics: self.metrics, config: self.config });
+        let tasks = vec![
+            tokio::spawn(every(s.config.reaper_interval, stop_rx.clone(), {
+                let s = s.clone();
+                move || {
+                    let s = s.clone();
+                    async move { s.reap().await }
+                }
+            })),
+            tokio::spawn(every(s.config.feed_interval, stop_rx.clone(), {
+                let s = s.clone();
+                move || {
+                    let s = s.clone();
+                    async move { s.feed().await }
+                }
+            })),
+            tokio::spawn(every(s.config.rollup_sweep, stop_rx.clone(), {
+                let s = s.clone();
+                move || {
+                    let s = s.clone();
+                    async move { s.sweep().await }
+                }
+            })),
+        ];
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        for t in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+        let _ = ops_task.await;
+        tracing::info!("scheduler stopped");
+        Ok(())
+    }
+}
+
+struct Loops {
+    mongo: Mongo,
+    queues: Queues,
+    metrics: Metrics,
+    config: SchedulerConfig,
+}
+
+impl Loops {
+    async fn reap(&self) -> anyhow::Result<()> {
+        let reaped = subjobs::reap_expired_leases(&self.mongo, 200).await?;
+        let mut runs_to_check = Vec::new();
+        for r in &reaped {
+            match r {
+                Reaped::Requeued(run) => {
+                    self.metrics.count("requeued", 1);
+                    tracing::warn!(run.id = %run, "re-queued a sub-job whose worker stopped renewing its lease");
+                }
+                Reaped::Failed(run) => {
+                    self.metrics.count("failed", 1);
+                    tracing::warn!(run.id = %run, "failed a sub-job whose workers were lost too many times");
+                    runs_to_check.push(run.clone());
+                }
+            }
+        }
+        for run in runs_to_check {
+            runs::finalize(&self.mongo, &run).await?;
+        }
+        if !reaped.is_empty() {
+            dispatch::feed_all(&self.mongo, &self.queues, 500).await?;
+        }
+        Ok(())
+    }
+
+    async fn feed(&self) -> anyhow::Result<()> {
+        let n = dispatch::feed_all(&self.mongo, &self.queues, 500).await?;
+        self.metrics.count("fed", n);
+        Ok(())
+    }
+
+    async fn sweep(&self) -> anyhow::Result<()> {
+        let lost =
+            dispatch::recover_lost_messages(&self.mongo, &self.queues, self.config.lost_message_after, 500).await?;
+        self.metrics.count("redispatched", lost);
+        for run in runs::needing_roll_up(&self.mongo, 500).await? {
+            if let Some(status) = runs::finalize(&self.mongo, &run).await? {
+                tracing::debug!(run.id = %run, %status, "roll-up sweep");
+                self.metrics.count("swept", 1);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `f` every `period` until stopped, logging failures (rate-limited) and carrying on.
+async fn every<F, Fut>(period: Duration, stop: watch::Receiver<bool>, f: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let mut failures = 0u32;
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = wait_true(stop.clone()) => return,
+        }
+        match f().await {
+            Ok(()) => failures = 0,
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(60) {
+                    tracing::warn!(error = %e, failures, "scheduler task failed; will retry");
+                }
+            }
+        }
+    }
+}
+
+async fn wait_true(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}

@@ -79,10 +79,7 @@ impl Env {
         K: Into<String>,
         V: Into<String>,
     {
-        Self {
-            vars: vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
-            problems: Mutex::new(Vec::new()),
-        }
+        Self { vars: vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect(), problems: Mutex::new(Vec::new()) }
     }
 
     /// The process environment (non-UTF-8 values are reported as problems, not dropped).

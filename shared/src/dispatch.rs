@@ -10,8 +10,9 @@
 
 use std::time::Duration;
 
+use crate::time::Timestamp;
 use apalis_core::task::task_id::TaskId;
-use bson::{Bson, DateTime, Document, doc};
+use bson::{Bson, Document, doc};
 use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
 
@@ -44,7 +45,9 @@ pub async fn feed(db: &Mongo, queues: &Queues, kind: QueueKind, max_batch: u64) 
     }
     let waiting: Vec<Document> = db
         .sub_jobs
-        .find(doc! { "queue": kind.as_str(), "status": "queued", "dispatched_at": Bson::Null, "cancel_requested": false })
+        .find(
+            doc! { "queue": kind.as_str(), "status": "queued", "dispatched_at": Bson::Null, "cancel_requested": false },
+        )
         .projection(doc! { "_id": 1 })
         .sort(doc! { "_id": 1 })
         .limit(room as i64)
@@ -59,7 +62,7 @@ pub async fn feed(db: &Mongo, queues: &Queues, kind: QueueKind, max_batch: u64) 
     db.sub_jobs
         .update_many(
             doc! { "_id": { "$in": ids.clone() }, "status": "queued", "dispatched_at": Bson::Null },
-            doc! { "$set": { "dispatched_at": DateTime::now(), "dispatch_token": &token } },
+            doc! { "$set": { "dispatched_at": Timestamp::now(), "dispatch_token": &token } },
         )
         .await?;
     let mine: Vec<Document> = db
@@ -110,7 +113,7 @@ pub async fn feed_all(db: &Mongo, queues: &Queues, max_batch: u64) -> StoreResul
 /// holds (lost with Redis data, dead-lettered after repeated transient failures, or pushed by a feeder
 /// that died), and makes them dispatchable again. Returns how many were released.
 pub async fn recover_lost_messages(db: &Mongo, queues: &Queues, older_than: Duration, limit: i64) -> StoreResult<u64> {
-    let cutoff = DateTime::from_millis(DateTime::now().timestamp_millis() - older_than.as_millis() as i64);
+    let cutoff = Timestamp::now().minus(older_than);
     let stale: Vec<Document> = db
         .sub_jobs
         .find(doc! { "status": "queued", "dispatched_at": { "$lt": cutoff } })

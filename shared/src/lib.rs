@@ -16,6 +16,7 @@ pub mod settings;
 pub mod store;
 pub mod telemetry;
 pub mod testing;
+pub mod time;
 
 pub use bson;
 pub use mongodb;

@@ -45,14 +45,22 @@ impl QueueGauges {
         for kind in QueueKind::ALL {
             let q = kind.as_str().to_string();
             if let Ok(n) = queues.depth(kind).await {
-                self.depth.get_or_create(&vec![("queue".into(), q.clone()), ("where".into(), "redis".into())]).set(n as i64);
+                self.depth
+                    .get_or_create(&vec![("queue".into(), q.clone()), ("where".into(), "redis".into())])
+                    .set(n as i64);
             }
             if let Ok(n) = dispatch::waiting_count(mongo, kind).await {
-                self.depth.get_or_create(&vec![("queue".into(), q.clone()), ("where".into(), "held".into())]).set(n as i64);
+                self.depth
+                    .get_or_create(&vec![("queue".into(), q.clone()), ("where".into(), "held".into())])
+                    .set(n as i64);
             }
             if let Ok((done, dead)) = queues.finished_counts(kind).await {
-                self.finished.get_or_create(&vec![("queue".into(), q.clone()), ("state".into(), "done".into())]).set(done as i64);
-                self.finished.get_or_create(&vec![("queue".into(), q), ("state".into(), "dead".into())]).set(dead as i64);
+                self.finished
+                    .get_or_create(&vec![("queue".into(), q.clone()), ("state".into(), "done".into())])
+                    .set(done as i64);
+                self.finished
+                    .get_or_create(&vec![("queue".into(), q), ("state".into(), "dead".into())])
+                    .set(dead as i64);
             }
         }
     }
@@ -131,4 +139,21 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}
+
+/// Resolves on SIGTERM or Ctrl-C: the signal every binary of the fleet stops on.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown requested");
 }

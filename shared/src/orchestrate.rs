@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use bson::DateTime;
+use crate::time::Timestamp;
 
 use crate::db::Mongo;
 use crate::dispatch;
@@ -127,7 +127,7 @@ pub async fn start_cloud_scan(
         }
     }
 
-    let now = DateTime::now();
+    let now = Timestamp::now();
     let minutes_per_region: i64 = if req.scan_type == ScanType::Full { 15 } else { 8 };
     let run = RunDoc {
         id: run_id.clone(),
@@ -147,7 +147,9 @@ pub async fn start_cloud_scan(
         created_at: now,
         started_at: None,
         finished_at: None,
-        estimated_completion: Some(now.saturating_add_millis(minutes_per_region * regions.len() as i64 * 60_000)),
+        estimated_completion: Some(
+            now.plus(Duration::from_secs(minutes_per_region as u64 * regions.len() as u64 * 60)),
+        ),
         counts: None,
         summary: None,
         finalize_pending: false,
@@ -155,13 +157,21 @@ pub async fn start_cloud_scan(
     let mut jobs = Vec::with_capacity(count);
     for region in &regions {
         for tool in &tools {
-            jobs.push(new_subjob(&run, QueueKind::Cloud, tool.clone(), region.clone(), limits, limits.cloud_timeout, |j| {
-                j.account_id = Some(req.account.clone());
-                j.provider = Some(account.provider);
-                if tool.tool == Tool::Canary {
-                    j.canary = Some(req.canary.clone().unwrap_or_default());
-                }
-            }));
+            jobs.push(new_subjob(
+                &run,
+                QueueKind::Cloud,
+                tool.clone(),
+                region.clone(),
+                limits,
+                limits.cloud_timeout,
+                |j| {
+                    j.account_id = Some(req.account.clone());
+                    j.provider = Some(account.provider);
+                    if tool.tool == Tool::Canary {
+                        j.canary = Some(req.canary.clone().unwrap_or_default());
+                    }
+                },
+            ));
         }
     }
     if let Err(e) = persist(db, &run, &jobs).await {
@@ -195,7 +205,7 @@ pub async fn start_network_scan(
     let target = Target::parse(&req.target).map_err(StartError::Invalid)?;
     policy.resolve(&target).await.map_err(StartError::Invalid)?;
     let ports = req.ports.as_deref().map(PortList::parse).transpose().map_err(StartError::Invalid)?;
-    let now = DateTime::now();
+    let now = Timestamp::now();
     let run = RunDoc {
         id: RunId::new(),
         team_id: req.team.clone(),
@@ -214,7 +224,7 @@ pub async fn start_network_scan(
         created_at: now,
         started_at: None,
         finished_at: None,
-        estimated_completion: Some(now.saturating_add_millis(5 * 60_000)),
+        estimated_completion: Some(now.plus(Duration::from_secs(300))),
         counts: None,
         summary: None,
         finalize_pending: false,
@@ -339,7 +349,7 @@ fn placeholder(req: &CloudScanRequest, provider: &crate::domain::provider::Provi
         cancel_requested: false,
         trigger: req.trigger.clone(),
         created_by: None,
-        created_at: DateTime::now(),
+        created_at: Timestamp::now(),
         started_at: None,
         finished_at: None,
         estimated_completion: None,
@@ -356,7 +366,8 @@ pub async fn bootstrap_admin(db: &Mongo, email: &str, password_hash: String) -> 
         return Ok(false);
     }
     let team = users::ensure_team(db, "Default").await?;
-    match users::create_user(db, email, "Administrator", password_hash, &team.id, crate::domain::role::Role::Admin).await
+    match users::create_user(db, email, "Administrator", password_hash, &team.id, crate::domain::role::Role::Admin)
+        .await
     {
         Ok(_) => Ok(true),
         Err(StoreError::Duplicate) => Ok(false),

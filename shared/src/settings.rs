@@ -10,14 +10,34 @@ use crate::queue::{QueueSettings, Queues};
 use crate::telemetry::LogFormat;
 
 pub const COMMON_KEYS: &[KeySpec] = &[
-    KeySpec::optional("MONGODB_URI", "mongodb://127.0.0.1:27017", "MongoDB connection string (mongodb://; SRV URIs are not supported)"),
-    KeySpec::optional("CSPM_DB_PREFIX", "", "prefix of every database name (lets several fleets or tests share one server)"),
+    KeySpec::optional(
+        "MONGODB_URI",
+        "mongodb://127.0.0.1:27017",
+        "MongoDB connection string (mongodb://; SRV URIs are not supported)",
+    ),
+    KeySpec::optional(
+        "CSPM_DB_PREFIX",
+        "",
+        "prefix of every database name (lets several fleets or tests share one server)",
+    ),
     KeySpec::optional("REDIS_URL", "redis://127.0.0.1:6379", "Redis connection URL (the job queue)"),
     KeySpec::optional("CSPM_QUEUE_NAMESPACE", "", "prefix of every queue name in Redis"),
-    KeySpec::optional("CSPM_QUEUE_HIGH_WATER_MARK", "2000", "messages allowed to wait in Redis per queue; further SubJobs wait in MongoDB (must stay well under 8000)"),
+    KeySpec::optional(
+        "CSPM_QUEUE_HIGH_WATER_MARK",
+        "2000",
+        "messages allowed to wait in Redis per queue; further SubJobs wait in MongoDB (must stay well under 8000)",
+    ),
     KeySpec::optional("CSPM_QUEUE_HEARTBEAT_SECS", "5", "worker heartbeat interval of the queue"),
-    KeySpec::optional("CSPM_QUEUE_MISSED_HEARTBEATS", "2", "missed heartbeats after which a worker's queue messages go to another worker"),
-    KeySpec::optional("CSPM_DEPENDENCY_TIMEOUT_MS", "2000", "how long a MongoDB or Redis call may wait for the server before failing (then HTTP 503)"),
+    KeySpec::optional(
+        "CSPM_QUEUE_MISSED_HEARTBEATS",
+        "2",
+        "missed heartbeats after which a worker's queue messages go to another worker",
+    ),
+    KeySpec::optional(
+        "CSPM_DEPENDENCY_TIMEOUT_MS",
+        "2000",
+        "how long a MongoDB or Redis call may wait for the server before failing (then HTTP 503)",
+    ),
     KeySpec::optional("CSPM_LOG_FORMAT", "json", "log format: json or text"),
     KeySpec::optional("RUST_LOG", "info", "log filter (e.g. info,cspm_worker=debug)"),
 ];

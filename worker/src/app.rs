@@ -59,7 +59,10 @@ impl WorkerApp {
 
     /// Runs until `shutdown` resolves, then stops taking work, lets running SubJobs finish within the
     /// grace period, hands back the rest, and returns.
-    pub async fn run_until_stopped(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let ctx = self.ctx;
         let (stop_tx, stop_rx) = watch::channel(false);
         tracing::info!(worker = %ctx.config.name, addr = %self.listener.local_addr()?, cloud = ctx.config.cloud_concurrency,
@@ -70,14 +73,20 @@ impl WorkerApp {
         let feeder = tokio::spawn(feed_loop(ctx.clone(), stop_rx.clone()));
 
         let mut consumers = Vec::new();
-        for (kind, concurrency) in [(QueueKind::Cloud, ctx.config.cloud_concurrency), (QueueKind::Native, ctx.config.native_concurrency)] {
+        for (kind, concurrency) in
+            [(QueueKind::Cloud, ctx.config.cloud_concurrency), (QueueKind::Native, ctx.config.native_concurrency)]
+        {
             if concurrency > 0 {
                 consumers.push(tokio::spawn(consume(ctx.clone(), kind, concurrency, stop_rx.clone())));
             }
         }
 
         shutdown.await;
-        tracing::info!(running = ctx.inflight.len(), grace_secs = ctx.config.shutdown_grace.as_secs(), "stopping: no new sub-jobs");
+        tracing::info!(
+            running = ctx.inflight.len(),
+            grace_secs = ctx.config.shutdown_grace.as_secs(),
+            "stopping: no new sub-jobs"
+        );
         let _ = stop_tx.send(true);
         if !ctx.inflight.wait_empty(ctx.config.shutdown_grace).await {
             tracing::info!(running = ctx.inflight.len(), "grace period over: handing back running sub-jobs");
@@ -161,7 +170,7 @@ async fn feed_loop(ctx: Arc<WorkerCtx>, stop: watch::Receiver<bool>) {
             }
             Err(e) => {
                 failures += 1;
-                if failures == 1 || failures % 60 == 0 {
+                if failures == 1 || failures.is_multiple_of(60) {
                     tracing::warn!(error = %e, failures, "cannot feed the queue");
                 }
             }

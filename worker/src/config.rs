@@ -11,23 +11,68 @@ use cspm_shared::settings::{COMMON_KEYS, CommonSettings};
 use secrecy::SecretString;
 
 pub const WORKER_KEYS: &[KeySpec] = &[
-    KeySpec::optional("CSPM_WORKER_BIND", "127.0.0.1:9091", "address of the worker's /healthz, /readyz and /metrics (port 0: any free port)"),
-    KeySpec::unset("CSPM_WORKER_NAME", "name prefix of this worker (default: the host name); a random suffix keeps every process unique"),
-    KeySpec::optional("CSPM_WORKER_CLOUD_CONCURRENCY", "4", "cloud sub-jobs this worker runs at once (0: do not consume the cloud queue)"),
-    KeySpec::optional("CSPM_WORKER_NATIVE_CONCURRENCY", "2", "native scans this worker runs at once (0: do not consume the native queue)"),
-    KeySpec::optional("CSPM_WORKER_OUTPUT_DIR", "/tmp/cspm-output", "where scanners write their output, as this worker sees it (one directory per run and sub-job)"),
-    KeySpec::unset("PROWLER_HOST_OUTPUT_DIR", "the same directory as the Docker host sees it (for scanners in sibling containers)"),
-    KeySpec::optional("CSPM_WORKER_LEASE_SECS", "15", "lease of a running sub-job; renewed every third of it, taken over by others when it lapses"),
+    KeySpec::optional(
+        "CSPM_WORKER_BIND",
+        "127.0.0.1:9091",
+        "address of the worker's /healthz, /readyz and /metrics (port 0: any free port)",
+    ),
+    KeySpec::unset(
+        "CSPM_WORKER_NAME",
+        "name prefix of this worker (default: the host name); a random suffix keeps every process unique",
+    ),
+    KeySpec::optional(
+        "CSPM_WORKER_CLOUD_CONCURRENCY",
+        "4",
+        "cloud sub-jobs this worker runs at once (0: do not consume the cloud queue)",
+    ),
+    KeySpec::optional(
+        "CSPM_WORKER_NATIVE_CONCURRENCY",
+        "2",
+        "native scans this worker runs at once (0: do not consume the native queue)",
+    ),
+    KeySpec::optional(
+        "CSPM_WORKER_OUTPUT_DIR",
+        "/tmp/cspm-output",
+        "where scanners write their output, as this worker sees it (one directory per run and sub-job)",
+    ),
+    KeySpec::unset(
+        "PROWLER_HOST_OUTPUT_DIR",
+        "the same directory as the Docker host sees it (for scanners in sibling containers)",
+    ),
+    KeySpec::optional(
+        "CSPM_WORKER_LEASE_SECS",
+        "15",
+        "lease of a running sub-job; renewed every third of it, taken over by others when it lapses",
+    ),
     KeySpec::optional("CSPM_WORKER_POLL_MS", "250", "fallback poll of the queue when no wake-up arrives"),
-    KeySpec::optional("CSPM_WORKER_SHUTDOWN_GRACE_SECS", "30", "on SIGTERM, how long running sub-jobs may finish before they are handed back"),
-    KeySpec::optional("CSPM_WORKER_FEED_INTERVAL_MS", "1000", "how often the worker feeds waiting sub-jobs from MongoDB into Redis"),
+    KeySpec::optional(
+        "CSPM_WORKER_SHUTDOWN_GRACE_SECS",
+        "30",
+        "on SIGTERM, how long running sub-jobs may finish before they are handed back",
+    ),
+    KeySpec::optional(
+        "CSPM_WORKER_FEED_INTERVAL_MS",
+        "1000",
+        "how often the worker feeds waiting sub-jobs from MongoDB into Redis",
+    ),
     KeySpec::optional("CSPM_WORKER_MAX_OUTPUT_BYTES", "536870912", "largest scanner output the worker will parse"),
     KeySpec::optional("CSPM_KEEP_FAILED_OUTPUT", "false", "keep the output directory of failed sub-jobs for diagnosis"),
     KeySpec::optional("CSPM_NMAP_PATH", "nmap", "the nmap executable"),
     KeySpec::optional("CSPM_PROWLER_PATH", "prowler", "the prowler executable"),
-    KeySpec::unset("CLOUD_ENCRYPTION_KEY", "key that decrypts cloud credentials (the API's key); needed for cloud scanners"),
-    KeySpec::optional("ALLOW_PRIVATE_SCAN_TARGETS", "false", "allow native scans of private addresses (checked again before every scan)"),
-    KeySpec::optional("CSPM_ALLOW_LOOPBACK_SCAN_TARGETS", "false", "allow native scans of loopback addresses (development and tests only)"),
+    KeySpec::unset(
+        "CLOUD_ENCRYPTION_KEY",
+        "key that decrypts cloud credentials (the API's key); needed for cloud scanners",
+    ),
+    KeySpec::optional(
+        "ALLOW_PRIVATE_SCAN_TARGETS",
+        "false",
+        "allow native scans of private addresses (checked again before every scan)",
+    ),
+    KeySpec::optional(
+        "CSPM_ALLOW_LOOPBACK_SCAN_TARGETS",
+        "false",
+        "allow native scans of loopback addresses (development and tests only)",
+    ),
 ];
 
 pub fn all_keys() -> Vec<KeySpec> {
@@ -65,7 +110,9 @@ impl WorkerConfig {
     pub fn from_env(env: Env) -> Result<Self, ConfigError> {
         let common = CommonSettings::load(&env);
         let prefix = env.optional_string("CSPM_WORKER_NAME").unwrap_or_else(host_name);
-        if prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
+        if prefix.len() > 64
+            || !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        {
             env.refuse("CSPM_WORKER_NAME", "at most 64 letters, digits, '-', '_' or '.'");
         }
         // apalis refuses a worker name that was alive within one heartbeat (and after a graceful stop), so
@@ -108,7 +155,10 @@ impl WorkerConfig {
             common,
         };
         if config.cloud_concurrency + config.native_concurrency == 0 {
-            env.refuse("CSPM_WORKER_CLOUD_CONCURRENCY", "and CSPM_WORKER_NATIVE_CONCURRENCY are both 0: the worker would do nothing");
+            env.refuse(
+                "CSPM_WORKER_CLOUD_CONCURRENCY",
+                "and CSPM_WORKER_NATIVE_CONCURRENCY are both 0: the worker would do nothing",
+            );
         }
         let orphan = config.common.queue.orphan_after();
         if config.lease > orphan * 3 {

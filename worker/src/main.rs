@@ -29,7 +29,7 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match app.run_until_stopped(cspm_worker::shutdown_signal()).await {
+    match app.run_until_stopped(cspm_shared::ops::shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "worker failed");

@@ -10,15 +10,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use apalis_core::error::BoxDynError;
-use bson::DateTime;
 use cspm_shared::db::Mongo;
 use cspm_shared::domain::scan::{CanaryFailure, SubJobStatus};
 use cspm_shared::error::StoreError;
 use cspm_shared::ids::SubJobId;
 use cspm_shared::queue::{Queues, SubJobMessage};
 use cspm_shared::store::findings::{self, FindingScope, NewFinding};
-use cspm_shared::store::subjobs::{self, Claim, Lease, Outcome, Renewal, SubJobDoc};
 use cspm_shared::store::runs;
+use cspm_shared::store::subjobs::{self, Claim, Lease, Outcome, Renewal, SubJobDoc};
+use cspm_shared::time::Timestamp;
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::Instrument;
 
@@ -95,7 +95,8 @@ impl Inflight {
 /// The queue handler. The work runs on its own task, so that a slow SubJob never delays the queue's
 /// heartbeats, and so that shutdown can hand it back even if the queue stops polling it.
 pub async fn handle(ctx: Arc<WorkerCtx>, msg: SubJobMessage) -> Result<(), BoxDynError> {
-    let span = tracing::info_span!("subjob", run.id = %msg.run_id, subjob.id = %msg.subjob_id, tool = tracing::field::Empty);
+    let span =
+        tracing::info_span!("subjob", run.id = %msg.run_id, subjob.id = %msg.subjob_id, tool = tracing::field::Empty);
     match tokio::spawn(process(ctx, msg).instrument(span)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => {
@@ -113,13 +114,13 @@ async fn process(ctx: Arc<WorkerCtx>, msg: SubJobMessage) -> Result<(), StoreErr
     if let Claim::Busy { .. } = &claim {
         // A re-delivery after the queue lost track of a worker: if that worker is dead, its lease lapses
         // within one lease period; wait for that rather than dropping the message.
-        if let Some(job) = subjobs::get(db, &msg.subjob_id).await? {
-            if let Some(expiry) = job.lease_expires_at {
-                let wait = expiry.saturating_duration_since(DateTime::now());
-                if wait <= ctx.config.lease {
-                    tokio::time::sleep(wait + Duration::from_millis(500)).await;
-                    claim = subjobs::claim(db, &msg.subjob_id, &ctx.config.name, ctx.config.lease).await?;
-                }
+        if let Some(job) = subjobs::get(db, &msg.subjob_id).await?
+            && let Some(expiry) = job.lease_expires_at
+        {
+            let wait = expiry.since(Timestamp::now());
+            if wait <= ctx.config.lease {
+                tokio::time::sleep(wait + Duration::from_millis(500)).await;
+                claim = subjobs::claim(db, &msg.subjob_id, &ctx.config.name, ctx.config.lease).await?;
             }
         }
     }
@@ -172,12 +173,17 @@ async fn run_claimed(ctx: &WorkerCtx, job: SubJobDoc, lease: Lease) -> Result<()
 
     let (stop_tx, stop_rx) = watch::channel(None);
     ctx.inflight.insert(job.id.clone(), stop_tx.clone());
-    let keeper = tokio::spawn(keep_lease(db.clone(), job.id.clone(), lease.clone(), ctx.config.lease, stop_tx).in_current_span());
+    let keeper = tokio::spawn(
+        keep_lease(db.clone(), job.id.clone(), lease.clone(), ctx.config.lease, stop_tx).in_current_span(),
+    );
 
     let workdir = ctx.config.output_dir.join(job.run_id.as_str()).join(job.id.as_str());
     let ending = match prepare_dir(&workdir).await {
         Ok(()) => execute(ctx, &job, &workdir, stop_rx).await,
-        Err(e) => Ending::Failed(format!("cannot prepare the output directory {}: {e}", workdir.display()), Outcome::default()),
+        Err(e) => Ending::Failed(
+            format!("cannot prepare the output directory {}: {e}", workdir.display()),
+            Outcome::default(),
+        ),
     };
     keeper.abort();
     ctx.inflight.remove(&job.id);
@@ -190,7 +196,9 @@ async fn run_claimed(ctx: &WorkerCtx, job: SubJobDoc, lease: Lease) -> Result<()
             o.error = Some(msg);
             (SubJobStatus::Failed, o, ctx.config.keep_failed_output)
         }
-        Ending::TimedOut(msg) => (SubJobStatus::TimedOut, Outcome { error: Some(msg), ..Outcome::default() }, ctx.config.keep_failed_output),
+        Ending::TimedOut(msg) => {
+            (SubJobStatus::TimedOut, Outcome { error: Some(msg), ..Outcome::default() }, ctx.config.keep_failed_output)
+        }
         Ending::Stopped(StopReason::Cancelled) => (
             SubJobStatus::Cancelled,
             Outcome { error: Some("cancelled while running".into()), ..Outcome::default() },
@@ -222,7 +230,9 @@ async fn run_claimed(ctx: &WorkerCtx, job: SubJobDoc, lease: Lease) -> Result<()
     ctx.metrics.ended(&tool, status.as_str(), seconds);
     match &outcome.error {
         Some(e) => tracing::warn!(%status, error = %e, seconds, "sub-job ended"),
-        None => tracing::info!(%status, findings = outcome.findings_count, new = outcome.new_findings, seconds, "sub-job ended"),
+        None => {
+            tracing::info!(%status, findings = outcome.findings_count, new = outcome.new_findings, seconds, "sub-job ended")
+        }
     }
     if !subjobs::run_has_unfinished(db, &job.run_id).await? {
         runs::finalize(db, &job.run_id).await?;
@@ -231,13 +241,7 @@ async fn run_claimed(ctx: &WorkerCtx, job: SubJobDoc, lease: Lease) -> Result<()
 }
 
 /// Renews the lease every third of its length, and turns a cancel request or a lost lease into a stop.
-async fn keep_lease(
-    db: Mongo,
-    id: SubJobId,
-    lease: Lease,
-    length: Duration,
-    stop: watch::Sender<Option<StopReason>>,
-) {
+async fn keep_lease(db: Mongo, id: SubJobId, lease: Lease, length: Duration, stop: watch::Sender<Option<StopReason>>) {
     let every = length / 3;
     loop {
         tokio::time::sleep(every).await;
@@ -271,13 +275,19 @@ async fn execute(ctx: &WorkerCtx, job: &SubJobDoc, workdir: &Path, mut stop: Sto
             Err(e) => return Ending::Failed(format!("cannot start `{}`: {e}", spec.program), Outcome::default()),
             Ok(report) => match &report.exit {
                 Exit::TimedOut => {
-                    return Ending::TimedOut(format!("the scan did not finish within {} s and was stopped", timeout.as_secs()));
+                    return Ending::TimedOut(format!(
+                        "the scan did not finish within {} s and was stopped",
+                        timeout.as_secs()
+                    ));
                 }
                 Exit::Stopped(r) => return Ending::Stopped(*r),
                 Exit::Exited(code) if !report.succeeded(&spec) => {
                     let code = code.map(|c| c.to_string()).unwrap_or_else(|| "a signal".into());
                     let tail = last_lines(&report.output_tail, 5);
-                    return Ending::Failed(format!("{} exited with {code}: {tail}", job.tool.tool.as_str()), Outcome::default());
+                    return Ending::Failed(
+                        format!("{} exited with {code}: {tail}", job.tool.tool.as_str()),
+                        Outcome::default(),
+                    );
                 }
                 Exit::Exited(_) => {}
             },
@@ -318,7 +328,10 @@ async fn simulate(
         }
     }
     if timed_out {
-        return Some(Ending::TimedOut(format!("the scan did not finish within {} s and was stopped", timeout.as_secs())));
+        return Some(Ending::TimedOut(format!(
+            "the scan did not finish within {} s and was stopped",
+            timeout.as_secs()
+        )));
     }
     match failure {
         CanaryFailure::Crash => {
@@ -351,7 +364,7 @@ async fn store(ctx: &WorkerCtx, job: &SubJobDoc, workdir: &Path, adapter: Adapte
         region: job.region.clone(),
         run_id: job.run_id.clone(),
         subjob_id: job.id.clone(),
-        seen_at: job.started_at.unwrap_or_else(DateTime::now),
+        seen_at: job.started_at.unwrap_or_else(Timestamp::now),
     };
     let mut outcome = Outcome::default();
     let mut store_error = None;
@@ -391,10 +404,10 @@ async fn prepare_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 async fn remove_dir(dir: &Path) {
-    if let Err(e) = tokio::fs::remove_dir_all(dir).await {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(error = %e, dir = %dir.display(), "could not remove the output directory");
-        }
+    if let Err(e) = tokio::fs::remove_dir_all(dir).await
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(error = %e, dir = %dir.display(), "could not remove the output directory");
     }
     // The run's directory goes when its last SubJob's does (fails harmlessly while others remain).
     if let Some(parent) = dir.parent() {

@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use bson::{DateTime, doc};
+use bson::doc;
 use cspm_shared::domain::provider::{Provider, ProviderAccountId, validate_region};
 use cspm_shared::domain::role::Permission;
 use cspm_shared::ids::AccountId;
 use cspm_shared::store::accounts::{self, AccountDoc, DeleteOutcome};
+use cspm_shared::time::Timestamp;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -59,18 +60,20 @@ pub async fn create(
     caller.require(Permission::ManageCloudAccounts)?;
     let mut errors = Vec::new();
     let provider: Option<Provider> = body.provider.parse().map_err(|e| field(&mut errors, "provider", e)).ok();
-    let provider_account =
-        provider.and_then(|p| ProviderAccountId::parse(p, &body.account_id).map_err(|e| field(&mut errors, "account_id", e)).ok());
+    let provider_account = provider.and_then(|p| {
+        ProviderAccountId::parse(p, &body.account_id).map_err(|e| field(&mut errors, "account_id", e)).ok()
+    });
     let name = check_name(&body.account_name).map_err(|e| field(&mut errors, "account_name", e)).ok();
     let mut regions = body.regions.unwrap_or_default();
     regions.extend(body.region);
     let regions = check_regions(&regions).map_err(|e| field(&mut errors, "regions", e)).ok();
-    if let (Some(p), Some(c)) = (provider, body.credentials.as_ref()) {
-        if let Err(e) = check_credentials(p, c) {
-            field(&mut errors, "credentials", e);
-        }
+    if let (Some(p), Some(c)) = (provider, body.credentials.as_ref())
+        && let Err(e) = check_credentials(p, c)
+    {
+        field(&mut errors, "credentials", e);
     }
-    let (Some(provider), Some(provider_account), Some(name), Some(regions)) = (provider, provider_account, name, regions)
+    let (Some(provider), Some(provider_account), Some(name), Some(regions)) =
+        (provider, provider_account, name, regions)
     else {
         return Err(unprocessable(errors));
     };
@@ -78,7 +81,7 @@ pub async fn create(
         return Err(unprocessable(errors));
     }
     let id = AccountId::new();
-    let now = DateTime::now();
+    let now = Timestamp::now();
     let account = AccountDoc {
         credentials_encrypted: body.credentials.as_ref().map(|c| seal(&s, &caller, &id, c)),
         credential_type: body.credentials.as_ref().map(|_| credential_type(provider).to_string()),
@@ -121,7 +124,8 @@ pub async fn list(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<V
 pub async fn get(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     caller.require(Permission::ViewCloudAccounts)?;
     let id: AccountId = path_id(&id, "cloud account")?;
-    let account = accounts::get(&s.mongo, &caller.team, &id).await?.ok_or_else(|| ApiError::not_found("cloud account"))?;
+    let account =
+        accounts::get(&s.mongo, &caller.team, &id).await?.ok_or_else(|| ApiError::not_found("cloud account"))?;
     Ok(Json(view(&account)))
 }
 
@@ -133,7 +137,8 @@ pub async fn update(
 ) -> ApiResult<Json<Value>> {
     caller.require(Permission::ManageCloudAccounts)?;
     let id: AccountId = path_id(&id, "cloud account")?;
-    let existing = accounts::get(&s.mongo, &caller.team, &id).await?.ok_or_else(|| ApiError::not_found("cloud account"))?;
+    let existing =
+        accounts::get(&s.mongo, &caller.team, &id).await?.ok_or_else(|| ApiError::not_found("cloud account"))?;
     let mut errors = Vec::new();
     let mut set = doc! {};
     if let Some(n) = &body.account_name {
@@ -164,8 +169,9 @@ pub async fn update(
     if !errors.is_empty() {
         return Err(unprocessable(errors));
     }
-    let updated =
-        accounts::update(&s.mongo, &caller.team, &id, set).await?.ok_or_else(|| ApiError::not_found("cloud account"))?;
+    let updated = accounts::update(&s.mongo, &caller.team, &id, set)
+        .await?
+        .ok_or_else(|| ApiError::not_found("cloud account"))?;
     Ok(Json(view(&updated)))
 }
 

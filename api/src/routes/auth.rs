@@ -45,7 +45,8 @@ pub async fn login(State(s): State<AppState>, ApiJson(body): ApiJson<LoginBody>)
             return Err(ApiError::Unauthorized(BAD_CREDENTIALS.into()));
         }
     };
-    let role = user.active_role().ok_or_else(|| ApiError::Forbidden("you are not a member of your active team".into()))?;
+    let role =
+        user.active_role().ok_or_else(|| ApiError::Forbidden("you are not a member of your active team".into()))?;
     users::record_login(&s.mongo, &user.id, upgraded).await?;
     let now = now_secs();
     let ttl = s.config.token_ttl.as_secs() as i64;
@@ -69,7 +70,8 @@ pub async fn login(State(s): State<AppState>, ApiJson(body): ApiJson<LoginBody>)
 }
 
 pub async fn me(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
-    let user = users::get(&s.mongo, &caller.user).await?.ok_or_else(|| ApiError::Unauthorized("unknown user".into()))?;
+    let user =
+        users::get(&s.mongo, &caller.user).await?.ok_or_else(|| ApiError::Unauthorized("unknown user".into()))?;
     let team = users::get_team(&s.mongo, &caller.team).await?;
     let mut v = user_view(&user.id, &user.email, &user.name, &caller.team, caller.role);
     v["team_name"] = json!(team.map(|t| t.name));

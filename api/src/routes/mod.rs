@@ -7,7 +7,7 @@ pub mod scans;
 
 use axum::Router;
 use axum::routing::{get, post};
-use bson::DateTime;
+use cspm_shared::time::Timestamp;
 
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -41,10 +41,10 @@ pub async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-pub fn rfc3339(t: DateTime) -> String {
-    t.try_to_rfc3339_string().unwrap_or_default()
+pub fn rfc3339(t: Timestamp) -> String {
+    t.to_rfc3339()
 }
 
-pub fn rfc3339_opt(t: Option<DateTime>) -> Option<String> {
+pub fn rfc3339_opt(t: Option<Timestamp>) -> Option<String> {
     t.map(rfc3339)
 }

@@ -11,6 +11,7 @@ use cspm_shared::domain::scan::RunStatus;
 use cspm_shared::ids::RunId;
 use cspm_shared::orchestrate::{self, NetworkScanRequest, StartError};
 use cspm_shared::store::results;
+use cspm_shared::time::Timestamp;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -48,7 +49,8 @@ pub async fn network_discovery(
         trigger: "api".into(),
         created_by: Some(caller.user.clone()),
     };
-    let run = match orchestrate::start_network_scan(&s.mongo, &s.queues, req, &s.config.target_policy, &s.config.limits).await
+    let run = match orchestrate::start_network_scan(&s.mongo, &s.queues, req, &s.config.target_policy, &s.config.limits)
+        .await
     {
         Ok(run) => run,
         Err(StartError::Invalid(msg)) => {
@@ -57,7 +59,10 @@ pub async fn network_discovery(
         }
         Err(e) => return Err(e.into()),
     };
-    s.metrics.runs_started.get_or_create(&vec![("kind".into(), "native".into()), ("outcome".into(), "created".into())]).inc();
+    s.metrics
+        .runs_started
+        .get_or_create(&vec![("kind".into(), "native".into()), ("outcome".into(), "created".into())])
+        .inc();
     tracing::info!(run.id = %run.id, target = run.target.as_deref().unwrap_or(""), "network scan started");
     Ok((
         StatusCode::ACCEPTED,
@@ -109,7 +114,9 @@ pub async fn results_list(
     }
     let (rows, total) = results::list(&s.mongo, &caller.team, filter, skip, limit).await?;
     let items: Vec<Value> = rows.into_iter().map(result_view).collect();
-    Ok(Json(json!({ "success": true, "count": items.len(), "total": total, "results": items, "limit": limit, "skip": skip })))
+    Ok(Json(
+        json!({ "success": true, "count": items.len(), "total": total, "results": items, "limit": limit, "skip": skip }),
+    ))
 }
 
 /// A stored record as JSON: dates as RFC 3339, internal fields dropped.
@@ -124,10 +131,20 @@ fn result_view(mut d: Document) -> Value {
     v
 }
 
+/// BSON to JSON; stored times (`*_at` fields, epoch milliseconds) become RFC 3339.
 fn bson_to_json(b: Bson) -> Value {
     match b {
-        Bson::DateTime(dt) => json!(crate::routes::rfc3339(dt)),
-        Bson::Document(d) => Value::Object(d.into_iter().map(|(k, v)| (k, bson_to_json(v))).collect()),
+        Bson::Document(d) => Value::Object(
+            d.into_iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Bson::Int64(ms) if k.ends_with("_at") => json!(Timestamp::from_millis(ms).to_rfc3339()),
+                        other => bson_to_json(other),
+                    };
+                    (k, v)
+                })
+                .collect(),
+        ),
         Bson::Array(a) => Value::Array(a.into_iter().map(bson_to_json).collect()),
         Bson::Int32(n) => json!(n),
         Bson::Int64(n) => json!(n),

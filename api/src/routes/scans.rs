@@ -8,7 +8,7 @@ use cspm_shared::domain::provider::Provider;
 use cspm_shared::domain::role::Permission;
 use cspm_shared::domain::scan::{CanaryOptions, RunStatus, ScanType, SubJobCounts, ToolId};
 use cspm_shared::ids::{AccountId, RunId};
-use cspm_shared::orchestrate::{self, CloudScanRequest, Started, StartError};
+use cspm_shared::orchestrate::{self, CloudScanRequest, StartError, Started};
 use cspm_shared::store::runs::{self, RunDoc, RunFilter, RunKind};
 use cspm_shared::store::subjobs;
 use serde::Deserialize;
@@ -111,14 +111,17 @@ async fn start(
         trigger: trigger.to_string(),
         created_by: Some(caller.user.clone()),
     };
-    let Started { run, already_active } = match orchestrate::start_cloud_scan(&s.mongo, &s.queues, req, &s.config.limits).await
-    {
-        Ok(started) => started,
-        Err(StartError::Invalid(msg)) => return Err(ApiError::Unprocessable { detail: msg, errors: vec![] }),
-        Err(e) => return Err(e.into()),
-    };
+    let Started { run, already_active } =
+        match orchestrate::start_cloud_scan(&s.mongo, &s.queues, req, &s.config.limits).await {
+            Ok(started) => started,
+            Err(StartError::Invalid(msg)) => return Err(ApiError::Unprocessable { detail: msg, errors: vec![] }),
+            Err(e) => return Err(e.into()),
+        };
     let outcome = if already_active { "already_active" } else { "created" };
-    s.metrics.runs_started.get_or_create(&vec![("kind".into(), "cloud".into()), ("outcome".into(), outcome.into())]).inc();
+    s.metrics
+        .runs_started
+        .get_or_create(&vec![("kind".into(), "cloud".into()), ("outcome".into(), outcome.into())])
+        .inc();
     let mut body = json!({
         "run_id": run.id,
         "status": run.status,
@@ -150,7 +153,11 @@ pub struct ListQuery {
     skip: Option<u64>,
 }
 
-pub async fn list(State(s): State<AppState>, caller: Caller, ApiQuery(q): ApiQuery<ListQuery>) -> ApiResult<Json<Value>> {
+pub async fn list(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Value>> {
     caller.require(Permission::ViewScans)?;
     let (skip, limit) = page(q.skip, q.limit, 50, 200)?;
     let filter = RunFilter {
@@ -186,7 +193,8 @@ pub async fn status(State(s): State<AppState>, caller: Caller, Path(id): Path<St
     let mut per_job = Vec::with_capacity(jobs.len());
     for j in &jobs {
         counts.add(j.status, 1);
-        let entry = regions.entry(j.region.clone()).or_insert_with(|| json!({ "total": 0, "finished": 0, "findings": 0 }));
+        let entry =
+            regions.entry(j.region.clone()).or_insert_with(|| json!({ "total": 0, "finished": 0, "findings": 0 }));
         entry["total"] = json!(entry["total"].as_i64().unwrap_or(0) + 1);
         if j.status.is_terminal() {
             entry["finished"] = json!(entry["finished"].as_i64().unwrap_or(0) + 1);
@@ -235,7 +243,7 @@ pub async fn summary(State(s): State<AppState>, caller: Caller, Path(id): Path<S
     };
     let summary = run.summary.clone().unwrap_or_default();
     let duration = match (run.started_at, run.finished_at) {
-        (Some(a), Some(b)) => Some(b.saturating_duration_since(a).as_secs_f64()),
+        (Some(a), Some(b)) => Some(b.since(a).as_secs_f64()),
         _ => None,
     };
     Ok(Json(json!({
@@ -253,7 +261,11 @@ pub async fn summary(State(s): State<AppState>, caller: Caller, Path(id): Path<S
     })))
 }
 
-pub async fn cancel(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<Value>)> {
+pub async fn cancel(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(Permission::ManageScans)?;
     let id: RunId = path_id(&id, "scan")?;
     match orchestrate::cancel_run(&s.mongo, &caller.team, &id).await {

@@ -51,10 +51,8 @@ impl CredentialCipher {
         let nonce_bytes: [u8; NONCE_LEN] = rand::random();
         let nonce = Nonce::from(nonce_bytes);
         // Encryption with a valid key and an in-memory buffer cannot fail.
-        let ct = self
-            .cipher
-            .encrypt(&nonce, Payload { msg: plaintext, aad: associated.as_bytes() })
-            .unwrap_or_default();
+        let ct =
+            self.cipher.encrypt(&nonce, Payload { msg: plaintext, aad: associated.as_bytes() }).unwrap_or_default();
         let mut blob = Vec::with_capacity(NONCE_LEN + ct.len());
         blob.extend_from_slice(&nonce_bytes);
         blob.extend_from_slice(&ct);

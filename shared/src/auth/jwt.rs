@@ -151,7 +151,9 @@ mod tests {
         let k = keys("0123456789abcdef0123456789abcdef");
         let t = k.sign(&claims(1_000));
         let payload = t.split('.').nth(1).expect("payload");
-        for header in [r#"{"alg":"none","typ":"JWT"}"#, r#"{"alg":"HS512","typ":"JWT"}"#, r#"{"typ":"JWT","alg":"HS256"}"#] {
+        for header in
+            [r#"{"alg":"none","typ":"JWT"}"#, r#"{"alg":"HS512","typ":"JWT"}"#, r#"{"typ":"JWT","alg":"HS256"}"#]
+        {
             let forged = format!("{}.{payload}.", URL_SAFE_NO_PAD.encode(header));
             assert_eq!(k.verify(&forged, 0), Err(TokenError::Algorithm), "{header}");
         }

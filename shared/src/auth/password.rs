@@ -58,7 +58,11 @@ fn parse(stored: &str) -> Option<(u32, Vec<u8>, Vec<u8>)> {
     let iterations: u32 = parts.next()?.parse().ok()?;
     let salt = hex::decode(parts.next()?).ok()?;
     let hash = hex::decode(parts.next()?).ok()?;
-    if parts.next().is_some() || iterations == 0 || iterations > MAX_ITERATIONS || salt.is_empty() || hash.len() != HASH_LEN
+    if parts.next().is_some()
+        || iterations == 0
+        || iterations > MAX_ITERATIONS
+        || salt.is_empty()
+        || hash.len() != HASH_LEN
     {
         return None;
     }

@@ -114,7 +114,9 @@ pub fn classify(ip: IpAddr) -> AddressClass {
                 || o[0] >= 240
             {
                 AddressClass::Forbidden
-            } else if v4.is_private() || (o[0] == 100 && (64..128).contains(&o[1])) || (o[0] == 198 && (o[1] & 0xfe) == 18)
+            } else if v4.is_private()
+                || (o[0] == 100 && (64..128).contains(&o[1]))
+                || (o[0] == 198 && (o[1] & 0xfe) == 18)
             {
                 AddressClass::Private
             } else {

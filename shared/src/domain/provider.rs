@@ -108,9 +108,12 @@ impl ProviderAccountId {
         } else {
             Err(match provider {
                 Provider::Aws => "an AWS account id is exactly 12 digits".to_string(),
-                Provider::Gcp => "a GCP project id is 6-30 lowercase letters, digits or hyphens, starting with a letter"
-                    .to_string(),
-                Provider::Azure => "an Azure subscription id is a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)".to_string(),
+                Provider::Gcp => {
+                    "a GCP project id is 6-30 lowercase letters, digits or hyphens, starting with a letter".to_string()
+                }
+                Provider::Azure => {
+                    "an Azure subscription id is a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)".to_string()
+                }
             })
         }
     }
@@ -132,7 +135,11 @@ pub fn validate_region(region: &str) -> Result<String, String> {
     let ok = !r.is_empty()
         && r.len() <= 64
         && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if ok { Ok(r.to_string()) } else { Err(format!("`{region}` is not a region name (lowercase letters, digits, '-')")) }
+    if ok {
+        Ok(r.to_string())
+    } else {
+        Err(format!("`{region}` is not a region name (lowercase letters, digits, '-')"))
+    }
 }
 
 #[cfg(test)]

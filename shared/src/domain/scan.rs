@@ -81,9 +81,9 @@ impl FromStr for RunStatus {
             "partial" => Ok(RunStatus::Partial),
             "failed" => Ok(RunStatus::Failed),
             "cancelled" => Ok(RunStatus::Cancelled),
-            _ => Err(format!(
-                "unknown status `{s}` (expected queued, running, completed, partial, failed or cancelled)"
-            )),
+            _ => {
+                Err(format!("unknown status `{s}` (expected queued, running, completed, partial, failed or cancelled)"))
+            }
         }
     }
 }

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use bson::{DateTime, Document, doc};
+use crate::time::Timestamp;
+use bson::{Document, doc};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -32,13 +33,13 @@ pub struct AccountDoc {
     #[serde(default)]
     pub active_run_id: Option<RunId>,
     #[serde(default)]
-    pub active_run_claimed_at: Option<DateTime>,
+    pub active_run_claimed_at: Option<Timestamp>,
     #[serde(default)]
     pub last_scan_run_id: Option<RunId>,
     #[serde(default)]
     pub created_by: Option<UserId>,
-    pub created_at: DateTime,
-    pub updated_at: DateTime,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }
 
 impl AccountDoc {
@@ -66,7 +67,7 @@ pub async fn list(db: &Mongo, team: &TeamId) -> StoreResult<Vec<AccountDoc>> {
 
 /// Applies a `$set` to the team's account; returns the updated account, or `None` if it is not the team's.
 pub async fn update(db: &Mongo, team: &TeamId, id: &AccountId, mut set: Document) -> StoreResult<Option<AccountDoc>> {
-    set.insert("updated_at", DateTime::now());
+    set.insert("updated_at", Timestamp::now());
     let r = db
         .cloud_accounts
         .find_one_and_update(doc! { "_id": id, "team_id": team }, doc! { "$set": set })
@@ -89,12 +90,11 @@ pub async fn delete(db: &Mongo, team: &TeamId, id: &AccountId) -> StoreResult<De
     let Some(account) = get(db, team, id).await? else {
         return Ok(DeleteOutcome::NotFound);
     };
-    if let Some(active) = account.active_run_id.clone() {
-        if let Some(run) = runs::get_any(db, &active).await? {
-            if !run.status.is_terminal() {
-                return Ok(DeleteOutcome::ScanActive(active));
-            }
-        }
+    if let Some(active) = account.active_run_id.clone()
+        && let Some(run) = runs::get_any(db, &active).await?
+        && !run.status.is_terminal()
+    {
+        return Ok(DeleteOutcome::ScanActive(active));
     }
     let r = db
         .cloud_accounts
@@ -141,7 +141,7 @@ const CLAIM_GRACE: Duration = Duration::from_secs(120);
 /// the account document, so two concurrent requests cannot both win (on MongoDB and on the test server).
 pub async fn claim_active_run(db: &Mongo, team: &TeamId, id: &AccountId, run: &RunId) -> StoreResult<ActiveClaim> {
     for _ in 0..3 {
-        let now = DateTime::now();
+        let now = Timestamp::now();
         let won = db
             .cloud_accounts
             .find_one_and_update(
@@ -161,9 +161,7 @@ pub async fn claim_active_run(db: &Mongo, team: &TeamId, id: &AccountId, run: &R
         };
         let stale = match runs::get_any(db, &existing).await? {
             Some(r) => r.status.is_terminal(),
-            None => account
-                .active_run_claimed_at
-                .is_none_or(|t| DateTime::now().saturating_duration_since(t) > CLAIM_GRACE),
+            None => account.active_run_claimed_at.is_none_or(|t| Timestamp::now().since(t) > CLAIM_GRACE),
         };
         if !stale {
             return Ok(ActiveClaim::Existing(existing));

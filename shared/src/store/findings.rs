@@ -3,7 +3,8 @@
 //! A finding seen again updates `last_seen` and the last run, keeps `first_seen`; ingesting the same
 //! SubJob twice writes identical documents (the times come from the SubJob, not the clock).
 
-use bson::{Bson, DateTime, Document, doc};
+use crate::time::Timestamp;
+use bson::{Bson, Document, doc};
 use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
 
@@ -43,7 +44,7 @@ pub struct FindingScope {
     pub run_id: RunId,
     pub subjob_id: SubJobId,
     /// When the scan observed the findings.
-    pub seen_at: DateTime,
+    pub seen_at: Timestamp,
 }
 
 /// The stable identity of a finding: SHA-256 over team, tool and the adapter's identity fields, joined
@@ -113,10 +114,14 @@ pub async fn upsert_batch(db: &Mongo, scope: &FindingScope, batch: &[NewFinding]
         .cloud_security_db()
         .run_command(doc! { "update": db.findings.name(), "updates": updates, "ordered": false })
         .await?;
-    if let Ok(errors) = reply.get_array("writeErrors") {
-        if !errors.is_empty() {
-            return Err(StoreError::Database(format!("{} finding(s) were not written: {:?}", errors.len(), errors.first())));
-        }
+    if let Ok(errors) = reply.get_array("writeErrors")
+        && !errors.is_empty()
+    {
+        return Err(StoreError::Database(format!(
+            "{} finding(s) were not written: {:?}",
+            errors.len(),
+            errors.first()
+        )));
     }
     let n = number(&reply, "n");
     let inserted = reply.get_array("upserted").map(|a| a.len() as i64).unwrap_or(0);
@@ -151,10 +156,7 @@ mod tests {
         assert_eq!(a, dedup_key(&team, "nmap", &["127.0.0.1".into(), "80".into(), "tcp".into()]));
         assert_ne!(a, dedup_key(&team, "nmap", &["127.0.0.1".into(), "8".into(), "0tcp".into()]));
         assert_ne!(a, dedup_key(&TeamId::new(), "nmap", &["127.0.0.1".into(), "80".into(), "tcp".into()]));
-        assert_ne!(
-            dedup_key(&team, "t", &["a\u{1f}b".into()]),
-            dedup_key(&team, "t", &["a".into(), "b".into()])
-        );
+        assert_ne!(dedup_key(&team, "t", &["a\u{1f}b".into()]), dedup_key(&team, "t", &["a".into(), "b".into()]));
         assert_eq!(a.len(), 64);
     }
 }

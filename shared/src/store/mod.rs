@@ -6,3 +6,32 @@ pub mod results;
 pub mod runs;
 pub mod subjobs;
 pub mod users;
+
+use serde::{Deserialize, Deserializer};
+
+/// Reads a stored flag written as a boolean or as 0/1 (the MongoDB-wire test server stores booleans
+/// written by `$set` as integers; queries treat both alike).
+pub fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Flag {
+        Bool(bool),
+        Int(i64),
+        Null(()),
+    }
+    Ok(match Option::<Flag>::deserialize(d)? {
+        Some(Flag::Bool(b)) => b,
+        Some(Flag::Int(n)) => n != 0,
+        Some(Flag::Null(())) | None => false,
+    })
+}
+
+/// The same leniency for a flag read from a raw document.
+pub fn flag(doc: &bson::Document, key: &str) -> bool {
+    match doc.get(key) {
+        Some(bson::Bson::Boolean(b)) => *b,
+        Some(bson::Bson::Int32(n)) => *n != 0,
+        Some(bson::Bson::Int64(n)) => *n != 0,
+        _ => false,
+    }
+}

@@ -1,7 +1,8 @@
 //! The unified scan record (`native_scans.scan_results`): one row per scan, cloud or native, kept current
 //! from creation to roll-up, so that one history view covers every kind of scan.
 
-use bson::{DateTime, Document, doc};
+use crate::time::Timestamp;
+use bson::{Document, doc};
 use futures::TryStreamExt;
 
 use crate::db::Mongo;
@@ -26,7 +27,7 @@ fn base_fields(run: &RunDoc) -> StoreResult<Document> {
         "scan_type": &run.scan_type,
         "status": run.status.as_str(),
         "trigger": &run.trigger,
-        "updated_at": DateTime::now(),
+        "updated_at": Timestamp::now(),
     })
 }
 
@@ -74,7 +75,7 @@ pub async fn set_status(db: &Mongo, id: &RunId, status: RunStatus) -> StoreResul
     db.scan_results
         .update_one(
             doc! { "scan_id": id, "status": { "$in": ["queued", "running"] } },
-            doc! { "$set": { "status": status.as_str(), "updated_at": DateTime::now() } },
+            doc! { "$set": { "status": status.as_str(), "updated_at": Timestamp::now() } },
         )
         .await?;
     Ok(())
@@ -85,7 +86,13 @@ pub async fn get(db: &Mongo, team: &TeamId, id: &RunId) -> StoreResult<Option<Do
 }
 
 /// A page of the team's scan records, newest first, and the total that matches.
-pub async fn list(db: &Mongo, team: &TeamId, filter: Document, skip: u64, limit: i64) -> StoreResult<(Vec<Document>, u64)> {
+pub async fn list(
+    db: &Mongo,
+    team: &TeamId,
+    filter: Document,
+    skip: u64,
+    limit: i64,
+) -> StoreResult<(Vec<Document>, u64)> {
     let mut q = doc! { "team_id": team };
     q.extend(filter);
     let total = db.scan_results.count_documents(q.clone()).await?;

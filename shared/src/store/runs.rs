@@ -1,6 +1,7 @@
 //! ScanRuns: creation, reads, cancel, and the roll-up that ends a run exactly once.
 
-use bson::{DateTime, Document, doc};
+use crate::time::Timestamp;
+use bson::{Document, doc};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -51,18 +52,18 @@ pub struct RunDoc {
     pub tools: Vec<String>,
     pub status: RunStatus,
     pub sub_jobs_count: i64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::store::lenient_bool")]
     pub cancel_requested: bool,
     pub trigger: String,
     #[serde(default)]
     pub created_by: Option<UserId>,
-    pub created_at: DateTime,
+    pub created_at: Timestamp,
     #[serde(default)]
-    pub started_at: Option<DateTime>,
+    pub started_at: Option<Timestamp>,
     #[serde(default)]
-    pub finished_at: Option<DateTime>,
+    pub finished_at: Option<Timestamp>,
     #[serde(default)]
-    pub estimated_completion: Option<DateTime>,
+    pub estimated_completion: Option<Timestamp>,
     /// SubJob states at the roll-up (while the run is active, they are counted on demand).
     #[serde(default)]
     pub counts: Option<SubJobCounts>,
@@ -70,7 +71,7 @@ pub struct RunDoc {
     pub summary: Option<RunSummary>,
     /// Set between the roll-up and the end of its side effects (account release, unified record), so
     /// that the sweeper can finish them if the process died in between.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::store::lenient_bool")]
     pub finalize_pending: bool,
 }
 
@@ -132,7 +133,7 @@ pub async fn list(
 
 /// `queued → running` when the first SubJob starts (a no-op afterwards).
 pub async fn mark_running(db: &Mongo, id: &RunId) -> StoreResult<()> {
-    let now = DateTime::now();
+    let now = Timestamp::now();
     let r = db
         .scan_runs
         .update_one(
@@ -152,7 +153,7 @@ pub async fn request_cancel(db: &Mongo, team: &TeamId, id: &RunId) -> StoreResul
         .scan_runs
         .update_one(
             doc! { "_id": id, "team_id": team, "status": { "$in": ["queued", "running"] } },
-            doc! { "$set": { "cancel_requested": true, "updated_at": DateTime::now() } },
+            doc! { "$set": { "cancel_requested": true, "updated_at": Timestamp::now() } },
         )
         .await?;
     Ok(r.matched_count == 1)
@@ -175,7 +176,7 @@ pub async fn finalize(db: &Mongo, id: &RunId) -> StoreResult<Option<RunStatus>> 
     let counts = subjobs::count_for_run(db, id).await?;
     if (counts.total() as i64) < run.sub_jobs_count {
         // Still being created, or its creator died half-way (then, after a grace period, fail it).
-        let age = DateTime::now().saturating_duration_since(run.created_at);
+        let age = Timestamp::now().since(run.created_at);
         if age < CREATION_GRACE {
             return Ok(None);
         }
@@ -185,7 +186,7 @@ pub async fn finalize(db: &Mongo, id: &RunId) -> StoreResult<Option<RunStatus>> 
         return Ok(None);
     };
     let summary = summarize(db, id).await?;
-    let now = DateTime::now();
+    let now = Timestamp::now();
     let r = db
         .scan_runs
         .update_one(
@@ -220,7 +221,7 @@ const CREATION_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
 async fn fail_incomplete(db: &Mongo, run: &RunDoc, counts: &SubJobCounts) -> StoreResult<Option<RunStatus>> {
     // Stop what was created, then end the run with a clear reason.
     subjobs::cancel_run(db, &run.id).await?;
-    let now = DateTime::now();
+    let now = Timestamp::now();
     let summary = RunSummary {
         warnings: vec![format!(
             "the scan was only partly created ({} of {} sub-jobs) and was abandoned",
@@ -257,9 +258,7 @@ async fn finish_side_effects(db: &Mongo, run: &RunDoc) -> StoreResult<()> {
         accounts::release_active_run(db, account, &run.id).await?;
     }
     results::upsert_for_run(db, run).await?;
-    db.scan_runs
-        .update_one(doc! { "_id": &run.id }, doc! { "$set": { "finalize_pending": false } })
-        .await?;
+    db.scan_runs.update_one(doc! { "_id": &run.id }, doc! { "$set": { "finalize_pending": false } }).await?;
     Ok(())
 }
 
@@ -323,6 +322,8 @@ pub async fn needing_roll_up(db: &Mongo, limit: i64) -> StoreResult<Vec<RunId>> 
         .await?;
     let docs: Vec<Document> = cursor.try_collect().await?;
     docs.into_iter()
-        .map(|d| bson::deserialize_from_bson(d.get("_id").cloned().unwrap_or(bson::Bson::Null)).map_err(StoreError::from))
+        .map(|d| {
+            bson::deserialize_from_bson(d.get("_id").cloned().unwrap_or(bson::Bson::Null)).map_err(StoreError::from)
+        })
         .collect()
 }

@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use bson::{DateTime, Document, doc};
+use crate::time::Timestamp;
+use bson::{Document, doc};
 use futures::TryStreamExt;
 use mongodb::options::ReturnDocument;
 use serde::{Deserialize, Serialize};
@@ -56,18 +57,18 @@ pub struct SubJobDoc {
     #[serde(default)]
     pub lease_token: Option<String>,
     #[serde(default)]
-    pub lease_expires_at: Option<DateTime>,
-    #[serde(default)]
+    pub lease_expires_at: Option<Timestamp>,
+    #[serde(default, deserialize_with = "crate::store::lenient_bool")]
     pub cancel_requested: bool,
     #[serde(default)]
-    pub dispatched_at: Option<DateTime>,
+    pub dispatched_at: Option<Timestamp>,
     #[serde(default)]
     pub dispatch_token: Option<String>,
-    pub created_at: DateTime,
+    pub created_at: Timestamp,
     #[serde(default)]
-    pub started_at: Option<DateTime>,
+    pub started_at: Option<Timestamp>,
     #[serde(default)]
-    pub finished_at: Option<DateTime>,
+    pub finished_at: Option<Timestamp>,
     #[serde(default)]
     pub findings_count: i64,
     #[serde(default)]
@@ -111,10 +112,8 @@ pub async fn list_for_run(db: &Mongo, run_id: &RunId) -> StoreResult<Vec<SubJobD
 
 /// The SubJob states of a run, counted.
 pub async fn count_for_run(db: &Mongo, run_id: &RunId) -> StoreResult<SubJobCounts> {
-    let pipeline = vec![
-        doc! { "$match": { "run_id": run_id } },
-        doc! { "$group": { "_id": "$status", "n": { "$sum": 1 } } },
-    ];
+    let pipeline =
+        vec![doc! { "$match": { "run_id": run_id } }, doc! { "$group": { "_id": "$status", "n": { "$sum": 1 } } }];
     let rows: Vec<Document> = db.sub_jobs.aggregate(pipeline).await?.try_collect().await?;
     let mut counts = SubJobCounts::default();
     for row in rows {
@@ -160,13 +159,13 @@ pub enum Claim {
 /// owner stopped renewing its lease, takes it over (counting the attempt) or fails it when the attempts
 /// are used up.
 pub async fn claim(db: &Mongo, id: &SubJobId, owner: &str, lease: Duration) -> StoreResult<Claim> {
-    let now = DateTime::now();
+    let now = Timestamp::now();
     let token = ulid::Ulid::generate().to_string();
     let set_lease = doc! {
         "status": "running",
         "lease_owner": owner,
         "lease_token": &token,
-        "lease_expires_at": now.saturating_add_duration(lease),
+        "lease_expires_at": now.plus(lease),
         "started_at": now,
         "updated_at": now,
     };
@@ -254,18 +253,18 @@ pub enum Renewal {
 }
 
 pub async fn renew(db: &Mongo, id: &SubJobId, lease: &Lease, duration: Duration) -> StoreResult<Renewal> {
-    let now = DateTime::now();
+    let now = Timestamp::now();
     let r = db
         .sub_jobs
         .find_one_and_update(
             doc! { "_id": id, "status": "running", "lease_token": &lease.token },
-            doc! { "$set": { "lease_expires_at": now.saturating_add_duration(duration), "updated_at": now } },
+            doc! { "$set": { "lease_expires_at": now.plus(duration), "updated_at": now } },
         )
         .projection(doc! { "cancel_requested": 1 })
         .return_document(ReturnDocument::After)
         .await?;
     Ok(match r {
-        Some(d) => Renewal::Held { cancel: d.get_bool("cancel_requested").unwrap_or(false) },
+        Some(d) => Renewal::Held { cancel: crate::store::flag(&d, "cancel_requested") },
         None => Renewal::Lost,
     })
 }
@@ -289,7 +288,7 @@ pub async fn finish(
     outcome: &Outcome,
 ) -> StoreResult<bool> {
     debug_assert!(status.is_terminal());
-    let now = DateTime::now();
+    let now = Timestamp::now();
     let r = db
         .sub_jobs
         .update_one(
@@ -315,7 +314,7 @@ pub async fn finish(
 /// `running → queued` by the owner (graceful shutdown): the attempt is not counted against the SubJob,
 /// and the dispatcher sends it to another worker.
 pub async fn hand_back(db: &Mongo, id: &SubJobId, lease: &Lease, why: &str) -> StoreResult<bool> {
-    let now = DateTime::now();
+    let now = Timestamp::now();
     let r = db
         .sub_jobs
         .update_one(
@@ -340,7 +339,7 @@ pub async fn hand_back(db: &Mongo, id: &SubJobId, lease: &Lease, why: &str) -> S
 
 /// Fails a running SubJob whose owner vanished, guarded by the vanished owner's token.
 async fn fail_abandoned(db: &Mongo, id: &SubJobId, old_token: &str, reason: &str) -> StoreResult<bool> {
-    let now = DateTime::now();
+    let now = Timestamp::now();
     let r = db
         .sub_jobs
         .update_one(
@@ -370,12 +369,9 @@ pub enum Reaped {
 /// Finds running SubJobs whose owner stopped renewing its lease, and re-queues them (the attempt stays
 /// counted) or fails them when their attempts are used up. Safe to run in every replica at once.
 pub async fn reap_expired_leases(db: &Mongo, limit: i64) -> StoreResult<Vec<Reaped>> {
-    let now = DateTime::now();
-    let cursor = db
-        .sub_jobs
-        .find(doc! { "status": "running", "lease_expires_at": { "$lt": now } })
-        .limit(limit)
-        .await?;
+    let now = Timestamp::now();
+    let cursor =
+        db.sub_jobs.find(doc! { "status": "running", "lease_expires_at": { "$lt": now } }).limit(limit).await?;
     let docs: Vec<Document> = cursor.try_collect().await?;
     let mut out = Vec::new();
     for d in docs {
@@ -415,7 +411,7 @@ pub async fn reap_expired_leases(db: &Mongo, limit: i64) -> StoreResult<Vec<Reap
 /// Cancels a run's SubJobs: queued ones become `cancelled` at once (they never start); running ones are
 /// flagged, and their workers stop them at the next lease renewal. Returns (cancelled, flagged).
 pub async fn cancel_run(db: &Mongo, run_id: &RunId) -> StoreResult<(u64, u64)> {
-    let now = DateTime::now();
+    let now = Timestamp::now();
     // Flag first, so that a SubJob claimed between the two updates is not missed.
     let flagged = db
         .sub_jobs
@@ -440,7 +436,7 @@ pub async fn cancel_run(db: &Mongo, run_id: &RunId) -> StoreResult<(u64, u64)> {
 }
 
 async fn cancel_queued_one(db: &Mongo, id: &SubJobId) -> StoreResult<()> {
-    let now = DateTime::now();
+    let now = Timestamp::now();
     db.sub_jobs
         .update_one(
             doc! { "_id": id, "status": "queued", "cancel_requested": true },

@@ -1,6 +1,7 @@
 //! Users, teams and memberships (`cspm_platform`).
 
-use bson::{DateTime, doc};
+use crate::time::Timestamp;
+use bson::doc;
 use serde::{Deserialize, Serialize};
 
 use crate::db::Mongo;
@@ -25,9 +26,9 @@ pub struct UserDoc {
     pub memberships: Vec<Membership>,
     pub active_team_id: TeamId,
     pub status: String,
-    pub created_at: DateTime,
+    pub created_at: Timestamp,
     #[serde(default)]
-    pub last_login_at: Option<DateTime>,
+    pub last_login_at: Option<Timestamp>,
 }
 
 impl UserDoc {
@@ -42,7 +43,7 @@ pub struct TeamDoc {
     #[serde(rename = "_id")]
     pub id: TeamId,
     pub name: String,
-    pub created_at: DateTime,
+    pub created_at: Timestamp,
 }
 
 pub fn normalise_email(email: &str) -> String {
@@ -66,7 +67,7 @@ pub async fn get_team(db: &Mongo, id: &TeamId) -> StoreResult<Option<TeamDoc>> {
 
 /// Creates a team, or returns the existing team of that name (idempotent across replicas).
 pub async fn ensure_team(db: &Mongo, name: &str) -> StoreResult<TeamDoc> {
-    let team = TeamDoc { id: TeamId::new(), name: name.to_string(), created_at: DateTime::now() };
+    let team = TeamDoc { id: TeamId::new(), name: name.to_string(), created_at: Timestamp::now() };
     match db.teams.insert_one(bson::serialize_to_document(&team)?).await {
         Ok(_) => Ok(team),
         Err(e) => match StoreError::from(e) {
@@ -97,7 +98,7 @@ pub async fn create_user(
         memberships: vec![Membership { team_id: team.clone(), role }],
         active_team_id: team.clone(),
         status: "active".into(),
-        created_at: DateTime::now(),
+        created_at: Timestamp::now(),
         last_login_at: None,
     };
     db.users.insert_one(bson::serialize_to_document(&user)?).await?;
@@ -105,7 +106,7 @@ pub async fn create_user(
 }
 
 pub async fn record_login(db: &Mongo, id: &UserId, new_hash: Option<String>) -> StoreResult<()> {
-    let mut set = doc! { "last_login_at": DateTime::now() };
+    let mut set = doc! { "last_login_at": Timestamp::now() };
     if let Some(h) = new_hash {
         set.insert("password_hash", h);
     }

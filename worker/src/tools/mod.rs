@@ -83,7 +83,13 @@ impl Adapter {
     }
 
     /// Parses the output in `workdir`, sending findings to `sink`. Runs on a blocking thread.
-    pub fn parse(&self, job: &SubJobDoc, workdir: &Path, max_bytes: u64, sink: &mut FindingSink) -> Result<(), ToolError> {
+    pub fn parse(
+        &self,
+        job: &SubJobDoc,
+        workdir: &Path,
+        max_bytes: u64,
+        sink: &mut FindingSink,
+    ) -> Result<(), ToolError> {
         match self {
             Adapter::Canary => canary::parse(job, workdir, sink),
             Adapter::Nmap => nmap::parse(workdir, max_bytes, sink),

@@ -181,10 +181,10 @@ pub fn parse_reader<R: std::io::BufRead>(input: R, name: &str, sink: &mut Findin
                 }
             }
             Event::End(e) if e.name().as_ref() == "port" => {
-                if let (Some(p), Some(h)) = (port.take(), host.as_mut()) {
-                    if p.state == "open" {
-                        h.ports.push(p);
-                    }
+                if let (Some(p), Some(h)) = (port.take(), host.as_mut())
+                    && p.state == "open"
+                {
+                    h.ports.push(p);
                 }
             }
             Event::End(e) if e.name().as_ref() == "host" => {
@@ -246,7 +246,9 @@ fn emit_host(h: Host, sink: &mut FindingSink) -> Result<(), ToolError> {
             resource_uid: format!("{address}:{}/{}", p.port, p.protocol),
             resource_type: "network_endpoint".into(),
             identity: vec![address.clone(), p.port.to_string(), p.protocol.clone(), service.clone()],
-            remediation: Some("Confirm the service should be reachable; close the port or restrict access if not.".into()),
+            remediation: Some(
+                "Confirm the service should be reachable; close the port or restrict access if not.".into(),
+            ),
             details: doc! {
                 "host": &address,
                 "hostnames": h.hostnames.clone(),
@@ -314,7 +316,11 @@ mod tests {
         let found = parse_file(&fixture("defectdojo/nmap_multiple_port.xml")).expect("parses");
         assert!(found.len() >= 10, "{}", found.len());
         let v6 = parse_file(&fixture("generated/nmap-6-sV-ipv6-loopback-closed.xml")).expect("parses");
-        assert!(v6.iter().all(|f| f.resource_uid.starts_with("::1:")), "{:?}", v6.iter().map(|f| &f.resource_uid).collect::<Vec<_>>());
+        assert!(
+            v6.iter().all(|f| f.resource_uid.starts_with("::1:")),
+            "{:?}",
+            v6.iter().map(|f| &f.resource_uid).collect::<Vec<_>>()
+        );
     }
 
     #[test]

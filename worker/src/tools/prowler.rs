@@ -48,9 +48,11 @@ pub async fn plan(ctx: &JobContext<'_>) -> Result<Plan, ToolError> {
     let mut env = Vec::new();
     match provider {
         Provider::Aws => {
-            for (field, var) in
-                [("access_key_id", "AWS_ACCESS_KEY_ID"), ("secret_access_key", "AWS_SECRET_ACCESS_KEY"), ("session_token", "AWS_SESSION_TOKEN")]
-            {
+            for (field, var) in [
+                ("access_key_id", "AWS_ACCESS_KEY_ID"),
+                ("secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+                ("session_token", "AWS_SESSION_TOKEN"),
+            ] {
                 if let Some(v) = creds.get(field) {
                     env.push((var.to_string(), v.clone()));
                 }
@@ -60,7 +62,11 @@ pub async fn plan(ctx: &JobContext<'_>) -> Result<Plan, ToolError> {
             }
         }
         Provider::Azure => {
-            for (field, var) in [("client_id", "AZURE_CLIENT_ID"), ("client_secret", "AZURE_CLIENT_SECRET"), ("tenant_id", "AZURE_TENANT_ID")] {
+            for (field, var) in [
+                ("client_id", "AZURE_CLIENT_ID"),
+                ("client_secret", "AZURE_CLIENT_SECRET"),
+                ("tenant_id", "AZURE_TENANT_ID"),
+            ] {
                 if let Some(v) = creds.get(field) {
                     env.push((var.to_string(), v.clone()));
                 }
@@ -68,7 +74,9 @@ pub async fn plan(ctx: &JobContext<'_>) -> Result<Plan, ToolError> {
             args.push("--sp-env-auth".into());
         }
         Provider::Gcp => {
-            let sa = creds.get("service_account_json").ok_or_else(|| ToolError::new("the GCP account has no service account key"))?;
+            let sa = creds
+                .get("service_account_json")
+                .ok_or_else(|| ToolError::new("the GCP account has no service account key"))?;
             let path = write_secret_file(&ctx.workdir, "gcp-credentials.json", sa)?;
             args.extend(["--credentials-file".into(), path.display().to_string()]);
             args.extend(["--project-id".into(), account.provider_account_id.clone()]);
@@ -97,10 +105,9 @@ fn decrypt(config: &WorkerConfig, account: &AccountDoc) -> Result<BTreeMap<Strin
     let Some(blob) = &account.credentials_encrypted else {
         return Ok(BTreeMap::new()); // ambient credentials (instance role, workload identity)
     };
-    let cipher = config
-        .cipher
-        .as_ref()
-        .ok_or_else(|| ToolError::new("this worker has no CLOUD_ENCRYPTION_KEY, so it cannot use the account's credentials"))?;
+    let cipher = config.cipher.as_ref().ok_or_else(|| {
+        ToolError::new("this worker has no CLOUD_ENCRYPTION_KEY, so it cannot use the account's credentials")
+    })?;
     let plain = cipher
         .decrypt(blob, &AccountDoc::credential_binding(&account.team_id, &account.id))
         .map_err(|e| ToolError::new(e.to_string()))?;
@@ -184,7 +191,8 @@ struct Cloud {
 
 /// Finds Prowler's `*.ocsf.json` output in the SubJob's directory.
 fn output_file(workdir: &Path) -> Result<PathBuf, ToolError> {
-    let entries = std::fs::read_dir(workdir).map_err(|e| ToolError::new(format!("cannot list {}: {e}", workdir.display())))?;
+    let entries =
+        std::fs::read_dir(workdir).map_err(|e| ToolError::new(format!("cannot list {}: {e}", workdir.display())))?;
     entries
         .flatten()
         .map(|e| e.path())
@@ -222,7 +230,11 @@ pub fn parse_reader<R: std::io::Read>(input: R, name: &str, sink: &mut FindingSi
     let mut de = serde_json::Deserializer::from_reader(input);
     let mut visitor = ArrayVisitor { sink, error: None };
     serde::Deserializer::deserialize_seq(&mut de, &mut visitor).map_err(|e| {
-        ToolError::new(format!("{name}: not valid Prowler json-ocsf output at line {}, column {}: {e}", e.line(), e.column()))
+        ToolError::new(format!(
+            "{name}: not valid Prowler json-ocsf output at line {}, column {}: {e}",
+            e.line(),
+            e.column()
+        ))
     })?;
     if let Some(e) = visitor.error {
         return Err(e);
@@ -265,7 +277,8 @@ mod tests {
     #[test]
     fn prowler_ocsf_examples_parse_with_prowler_identities() {
         for cloud in ["aws", "azure", "gcp", "kubernetes"] {
-            let path = cspm_shared::testing::fixtures_dir().join(format!("prowler/examples/example_output_{cloud}.ocsf.json"));
+            let path =
+                cspm_shared::testing::fixtures_dir().join(format!("prowler/examples/example_output_{cloud}.ocsf.json"));
             let (tx, mut rx) = mpsc::channel(1024);
             let mut sink = FindingSink::new(tx, 3);
             let file = std::fs::File::open(&path).expect("fixture");

@@ -1,0 +1,80 @@
+//! The scheduler's configuration, read once from the environment.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use cspm_shared::config::{ConfigError, Env, KeySpec};
+use cspm_shared::settings::{COMMON_KEYS, CommonSettings};
+
+pub const SCHEDULER_KEYS: &[KeySpec] = &[
+    KeySpec::optional(
+        "CSPM_SCHEDULER_BIND",
+        "127.0.0.1:9092",
+        "address of the scheduler's /healthz, /readyz and /metrics",
+    ),
+    KeySpec::optional(
+        "CSPM_REAPER_INTERVAL_SECS",
+        "5",
+        "how often sub-jobs whose worker stopped renewing its lease are re-queued or failed",
+    ),
+    KeySpec::optional("CSPM_FEED_INTERVAL_MS", "1000", "how often waiting sub-jobs are fed from MongoDB into Redis"),
+    KeySpec::optional(
+        "CSPM_LOST_MESSAGE_AFTER_SECS",
+        "120",
+        "a queued sub-job whose queue message is gone for this long is dispatched again",
+    ),
+    KeySpec::optional(
+        "CSPM_ROLLUP_SWEEP_SECS",
+        "30",
+        "how often active runs are checked for a roll-up that did not happen (a worker died at the end)",
+    ),
+];
+
+pub fn all_keys() -> Vec<KeySpec> {
+    COMMON_KEYS.iter().chain(SCHEDULER_KEYS).copied().collect()
+}
+
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    pub common: CommonSettings,
+    pub bind: SocketAddr,
+    pub reaper_interval: Duration,
+    pub feed_interval: Duration,
+    pub lost_message_after: Duration,
+    pub rollup_sweep: Duration,
+}
+
+impl SchedulerConfig {
+    pub fn from_env(env: Env) -> Result<Self, ConfigError> {
+        let config = Self {
+            common: CommonSettings::load(&env),
+            bind: env.parse("CSPM_SCHEDULER_BIND", SocketAddr::from(([127, 0, 0, 1], 9092))),
+            reaper_interval: env.seconds("CSPM_REAPER_INTERVAL_SECS", 5, 1, 3600),
+            feed_interval: env.millis("CSPM_FEED_INTERVAL_MS", 1000, 50, 600_000),
+            lost_message_after: env.seconds("CSPM_LOST_MESSAGE_AFTER_SECS", 120, 10, 86_400),
+            rollup_sweep: env.seconds("CSPM_ROLLUP_SWEEP_SECS", 30, 1, 3600),
+        };
+        env.finish(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load_and_bad_values_are_named() {
+        assert!(SchedulerConfig::from_env(Env::from_map(Vec::<(String, String)>::new())).is_ok());
+        let err = SchedulerConfig::from_env(Env::from_map([("CSPM_REAPER_INTERVAL_SECS", "0")])).expect_err("refused");
+        assert!(err.to_string().contains("CSPM_REAPER_INTERVAL_SECS"));
+    }
+
+    #[test]
+    fn every_cspm_key_is_known_to_the_fleet() {
+        for k in all_keys() {
+            if k.name.starts_with("CSPM_") {
+                assert!(cspm_shared::settings::FLEET_CSPM_KEYS.contains(&k.name), "{} missing", k.name);
+            }
+        }
+    }
+}

@@ -84,9 +84,9 @@ pub fn router(state: AppState, ops_state: OpsState) -> Router {
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn_with_state(state.clone(), guard))
-        .with_state(state);
+        .with_state(state.clone());
     api.merge(ops::router(ops_state))
+        .layer(middleware::from_fn_with_state(state, guard))
         .layer(CatchPanicLayer::custom(|_| ApiError::Internal("handler panicked".into()).into_response()))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let id = cspm_shared::ids::RunId::new().ulid().to_string();

@@ -134,6 +134,7 @@ impl From<StartError> for ApiError {
         match e {
             StartError::NotFound => ApiError::not_found("cloud account"),
             StartError::Invalid(msg) => ApiError::Unprocessable { detail: msg, errors: vec![] },
+            StartError::InvalidField(field, msg) => ApiError::invalid(field, msg),
             StartError::Store(s) => s.into(),
         }
     }

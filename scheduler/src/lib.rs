@@ -135,6 +135,7 @@ impl Loops {
                 }
                 Reaped::Failed(run) => {
                     self.metrics.count("failed", 1);
+                    let _ = self.queues.count_finished(run, 1).await;
                     tracing::warn!(run.id = %run, "failed a sub-job whose workers were lost too many times");
                     runs_to_check.push(run.clone());
                 }

@@ -20,6 +20,7 @@ use crate::db::Mongo;
 use crate::error::{StoreError, StoreResult};
 use crate::ids::{RunId, SubJobId};
 use crate::queue::{QueueKind, Queues, SubJobMessage};
+use crate::store::subjobs::{self, SubJobDoc};
 
 /// The apalis task id of one dispatch of a SubJob: a ULID whose time part is the dispatch time and
 /// whose random part is derived from the SubJob id and the dispatch token.
@@ -38,6 +39,17 @@ pub fn task_id_for(subjob: &SubJobId, token: &str) -> TaskId {
 /// Feeds up to `max_batch` waiting SubJobs of a queue into Redis, never past the high-water mark.
 /// Returns how many were pushed.
 pub async fn feed(db: &Mongo, queues: &Queues, kind: QueueKind, max_batch: u64) -> StoreResult<u64> {
+    // One feeder per queue at a time, so that the depth read below stays true until the push: the
+    // high-water mark then holds exactly, however many processes feed.
+    let Some(lock) = queues.lock_feeder(kind, Duration::from_millis(250)).await? else {
+        return Ok(0); // another process is feeding this queue right now
+    };
+    let result = feed_locked(db, queues, kind, max_batch).await;
+    queues.unlock_feeder(kind, &lock).await;
+    result
+}
+
+async fn feed_locked(db: &Mongo, queues: &Queues, kind: QueueKind, max_batch: u64) -> StoreResult<u64> {
     let depth = queues.depth(kind).await?;
     let room = queues.settings().high_water_mark.saturating_sub(depth).min(max_batch);
     if room == 0 {
@@ -92,6 +104,56 @@ pub async fn feed(db: &Mongo, queues: &Queues, kind: QueueKind, max_batch: u64) 
         return Err(e);
     }
     Ok(n)
+}
+
+/// Inserts new SubJobs and, in the same step, dispatches as many as fit under the high-water mark (they
+/// are written already marked as dispatched, then pushed): a new run costs no extra round trips to reach
+/// the workers. Returns whether every SubJob was dispatched; the rest wait for the feeders.
+pub async fn insert_and_admit(
+    db: &Mongo,
+    queues: &Queues,
+    kind: QueueKind,
+    mut jobs: Vec<SubJobDoc>,
+) -> StoreResult<bool> {
+    let lock = match queues.lock_feeder(kind, Duration::from_millis(250)).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::debug!(error = %e, "queue unavailable; the SubJobs wait in MongoDB");
+            None
+        }
+    };
+    let mut messages = Vec::new();
+    let token = ulid::Ulid::generate().to_string();
+    if lock.is_some()
+        && let Ok(depth) = queues.depth(kind).await
+    {
+        let room = queues.settings().high_water_mark.saturating_sub(depth) as usize;
+        let now = Timestamp::now();
+        for job in jobs.iter_mut().take(room) {
+            job.dispatched_at = Some(now);
+            job.dispatch_token = Some(token.clone());
+            messages.push((
+                task_id_for(&job.id, &token),
+                SubJobMessage { subjob_id: job.id.clone(), run_id: job.run_id.clone() },
+            ));
+        }
+    }
+    let inserted = subjobs::insert_many(db, &jobs).await;
+    let mut all = inserted.is_ok() && messages.len() == jobs.len();
+    if inserted.is_ok() && !messages.is_empty() && queues.push(kind, messages).await.is_err() {
+        all = false;
+        let _ = db
+            .sub_jobs
+            .update_many(
+                doc! { "dispatch_token": &token, "status": "queued" },
+                doc! { "$set": { "dispatched_at": Bson::Null, "dispatch_token": Bson::Null } },
+            )
+            .await;
+    }
+    if let Some(l) = lock {
+        queues.unlock_feeder(kind, &l).await;
+    }
+    inserted.map(|()| all)
 }
 
 /// Feeds every queue until each is at its mark or has nothing waiting.

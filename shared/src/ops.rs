@@ -110,7 +110,7 @@ async fn readyz(State(s): State<OpsState>) -> Response {
         Ok(()) => axum::Json(json!({ "status": "ready", "service": s.service })).into_response(),
         Err(down) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            [(header::CONTENT_TYPE, "application/problem+json")],
+            [(header::CONTENT_TYPE, "application/problem+json"), (header::RETRY_AFTER, "5")],
             json!({
                 "type": "about:blank",
                 "title": "Service Unavailable",

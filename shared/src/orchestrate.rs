@@ -37,6 +37,9 @@ pub enum StartError {
     NotFound,
     #[error("{0}")]
     Invalid(String),
+    /// An invalid value of a named request field.
+    #[error("{0}: {1}")]
+    InvalidField(&'static str, String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -76,7 +79,13 @@ pub async fn start_cloud_scan(
     let regions: Vec<String> = if !account.provider.is_regional() {
         vec![GLOBAL_REGION.to_string()]
     } else if let Some(explicit) = req.regions.as_ref().filter(|r| !r.is_empty()) {
-        dedup(explicit.iter().map(|r| validate_region(r)).collect::<Result<Vec<_>, _>>().map_err(StartError::Invalid)?)
+        dedup(
+            explicit
+                .iter()
+                .map(|r| validate_region(r))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| StartError::InvalidField("regions", e))?,
+        )
     } else if !account.regions.is_empty() {
         account.regions.clone()
     } else {
@@ -174,12 +183,11 @@ pub async fn start_cloud_scan(
             ));
         }
     }
-    if let Err(e) = persist(db, &run, &jobs).await {
+    if let Err(e) = persist(db, queues, QueueKind::Cloud, &run, jobs, limits).await {
         // Do not leave the account pointing at a run that was never written.
         let _ = accounts::release_active_run(db, &req.account, &run_id).await;
         return Err(e.into());
     }
-    admit(db, queues, QueueKind::Cloud, limits).await;
     Ok(Started { run, already_active: false })
 }
 
@@ -202,9 +210,10 @@ pub async fn start_network_scan(
     policy: &TargetPolicy,
     limits: &RunLimits,
 ) -> Result<RunDoc, StartError> {
-    let target = Target::parse(&req.target).map_err(StartError::Invalid)?;
-    policy.resolve(&target).await.map_err(StartError::Invalid)?;
-    let ports = req.ports.as_deref().map(PortList::parse).transpose().map_err(StartError::Invalid)?;
+    let target = Target::parse(&req.target).map_err(|e| StartError::InvalidField("target", e))?;
+    policy.resolve(&target).await.map_err(|e| StartError::InvalidField("target", e))?;
+    let ports =
+        req.ports.as_deref().map(PortList::parse).transpose().map_err(|e| StartError::InvalidField("ports", e))?;
     let now = Timestamp::now();
     let run = RunDoc {
         id: RunId::new(),
@@ -238,8 +247,7 @@ pub async fn start_network_scan(
         limits.native_timeout,
         |j| j.native = Some(NativeSpec { target: target.to_string(), ports: ports.clone(), scan_type: req.scan_type }),
     );
-    persist(db, &run, std::slice::from_ref(&job)).await?;
-    admit(db, queues, QueueKind::Native, limits).await;
+    persist(db, queues, QueueKind::Native, &run, vec![job], limits).await?;
     Ok(run)
 }
 
@@ -256,7 +264,12 @@ pub struct Cancelled {
 /// Cancels an active run: queued SubJobs never start, running ones are stopped by their workers within
 /// a lease renewal. `Ok(None)` when the run does not exist for the team; `Err(Invalid)` when it already
 /// finished.
-pub async fn cancel_run(db: &Mongo, team: &TeamId, id: &RunId) -> Result<Option<Cancelled>, StartError> {
+pub async fn cancel_run(
+    db: &Mongo,
+    queues: &Queues,
+    team: &TeamId,
+    id: &RunId,
+) -> Result<Option<Cancelled>, StartError> {
     let Some(run) = runs::get(db, team, id).await? else {
         return Ok(None);
     };
@@ -264,6 +277,11 @@ pub async fn cancel_run(db: &Mongo, team: &TeamId, id: &RunId) -> Result<Option<
         return Err(StartError::Invalid(format!("the scan already finished (status {})", run.status)));
     }
     let (cancelled, stopping) = subjobs::cancel_run(db, id).await?;
+    if cancelled > 0
+        && let Err(e) = queues.count_finished(id, cancelled).await
+    {
+        tracing::debug!(error = %e, "could not count the cancelled sub-jobs; the roll-up sweep will end the run");
+    }
     let status = runs::finalize(db, id).await?.unwrap_or(run.status);
     Ok(Some(Cancelled { status, cancelled_sub_jobs: cancelled, stopping_sub_jobs: stopping }))
 }
@@ -306,26 +324,33 @@ fn new_subjob(
         severity: Default::default(),
         error: None,
         last_interruption: None,
+        run_size: run.sub_jobs_count,
     };
     customise(&mut job);
     job
 }
 
-async fn persist(db: &Mongo, run: &RunDoc, jobs: &[SubJobDoc]) -> StoreResult<()> {
+async fn persist(
+    db: &Mongo,
+    queues: &Queues,
+    kind: QueueKind,
+    run: &RunDoc,
+    jobs: Vec<SubJobDoc>,
+    limits: &RunLimits,
+) -> StoreResult<()> {
     // The run first, then its SubJobs: the roll-up waits until all `sub_jobs_count` SubJobs exist, so a
     // SubJob that finishes before its siblings are written cannot end the run early.
     runs::insert(db, run).await?;
-    subjobs::insert_many(db, jobs).await?;
+    let all_admitted = dispatch::insert_and_admit(db, queues, kind, jobs).await?;
     results::upsert_for_run(db, run).await?;
-    Ok(())
-}
-
-/// Pushes what fits into Redis now. A failure is not an error for the caller: the run is durable and
-/// the background feeders (workers, scheduler) retry.
-async fn admit(db: &Mongo, queues: &Queues, kind: QueueKind, limits: &RunLimits) {
-    if let Err(e) = dispatch::feed(db, queues, kind, limits.feed_batch).await {
-        tracing::warn!(error = %e, queue = kind.as_str(), "could not feed the queue now; background feeders will retry");
+    if !all_admitted {
+        // What did not fit (or could not be pushed now) waits in MongoDB; feed what fits, and leave the
+        // rest to the background feeders (workers, scheduler).
+        if let Err(e) = dispatch::feed(db, queues, kind, limits.feed_batch).await {
+            tracing::warn!(error = %e, queue = kind.as_str(), "could not feed the queue now; background feeders will retry");
+        }
     }
+    Ok(())
 }
 
 fn dedup(items: Vec<String>) -> Vec<String> {

@@ -194,6 +194,57 @@ impl Queues {
         }
     }
 
+    /// Takes the queue's feeder lock, waiting up to `wait` for it. Returns the lock's token, or `None`
+    /// if another process holds it. The lock expires by itself if its holder dies.
+    pub async fn lock_feeder(&self, kind: QueueKind, wait: Duration) -> StoreResult<Option<String>> {
+        let key = format!("{}:feeder-lock", self.queue_name(kind));
+        let token = ulid::Ulid::generate().to_string();
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut conn = self.conn.clone();
+        loop {
+            let got: Option<String> =
+                redis::cmd("SET").arg(&key).arg(&token).arg("NX").arg("PX").arg(10_000).query_async(&mut conn).await?;
+            if got.is_some() {
+                return Ok(Some(token));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Releases the feeder lock if this process still holds it.
+    pub async fn unlock_feeder(&self, kind: QueueKind, token: &str) {
+        let key = format!("{}:feeder-lock", self.queue_name(kind));
+        let script = redis::Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
+        );
+        let mut conn = self.conn.clone();
+        if let Err(e) = script.key(key).arg(token).invoke_async::<i64>(&mut conn).await {
+            tracing::debug!(error = %e, "could not release the feeder lock; it expires by itself");
+        }
+    }
+
+    /// Counts one more finished SubJob of a run and returns the count: when it reaches the run's size,
+    /// the run is ready to roll up. A hint only (the roll-up recounts from MongoDB, and the scheduler's
+    /// sweep catches a count lost with a crash or with Redis data), but it spares a database query per
+    /// SubJob.
+    pub async fn count_finished(&self, run: &RunId, n: u64) -> StoreResult<u64> {
+        let key = format!("{}cspm:run:{run}:finished", self.settings.namespace);
+        let mut conn = self.conn.clone();
+        let (total, _): (u64, i64) = redis::pipe()
+            .cmd("INCRBY")
+            .arg(&key)
+            .arg(n)
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(7 * 24 * 3600)
+            .query_async(&mut conn)
+            .await?;
+        Ok(total)
+    }
+
     /// The apalis status of a message (`Pending`, `Queued`, `Running`, `Done`, `Failed`, `Killed`), or
     /// `None` when Redis no longer knows it.
     pub async fn message_status(&self, kind: QueueKind, task_id: &TaskId) -> StoreResult<Option<String>> {

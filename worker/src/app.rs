@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::WorkerConfig;
 use crate::metrics::WorkerMetrics;
-use crate::pipeline::{self, Inflight, WorkerCtx};
+use crate::pipeline::{self, WorkerCtx};
 use crate::poll::{self, WakeStrategy};
 use crate::runner::StopReason;
 
@@ -45,7 +45,7 @@ impl WorkerApp {
             registry: Arc::new(registry),
             gauges,
         });
-        let ctx = Arc::new(WorkerCtx { config, mongo, queues, metrics, inflight: Inflight::default() });
+        let ctx = Arc::new(WorkerCtx::new(config, mongo, queues, metrics));
         Ok(Self { ctx, listener, ops_router })
     }
 

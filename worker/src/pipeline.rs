@@ -4,7 +4,7 @@
 //! live lease, findings are upserts keyed by identity, and the final transition is a compare-and-set by
 //! the lease owner. A worker that dies mid-way leaves a lease that lapses; the SubJob then runs again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use apalis_core::error::BoxDynError;
 use cspm_shared::db::Mongo;
 use cspm_shared::domain::scan::{CanaryFailure, SubJobStatus};
 use cspm_shared::error::StoreError;
-use cspm_shared::ids::SubJobId;
+use cspm_shared::ids::{RunId, SubJobId};
 use cspm_shared::queue::{Queues, SubJobMessage};
 use cspm_shared::store::findings::{self, FindingScope, NewFinding};
 use cspm_shared::store::runs;
@@ -37,6 +37,42 @@ pub struct WorkerCtx {
     pub queues: Queues,
     pub metrics: WorkerMetrics,
     pub inflight: Inflight,
+    /// Runs this process has already marked `running` (spares one database write per SubJob).
+    pub started_runs: Mutex<HashSet<RunId>>,
+}
+
+impl WorkerCtx {
+    pub fn new(config: WorkerConfig, mongo: Mongo, queues: Queues, metrics: WorkerMetrics) -> Self {
+        Self { config, mongo, queues, metrics, inflight: Inflight::default(), started_runs: Mutex::new(HashSet::new()) }
+    }
+
+    /// Marks the run `running` unless this process already did.
+    async fn mark_run_started(&self, run: &RunId) {
+        let first = self.started_runs.lock().map(|mut s| {
+            if s.len() > 10_000 {
+                s.clear();
+            }
+            s.insert(run.clone())
+        });
+        if first.unwrap_or(true)
+            && let Err(e) = runs::mark_running(&self.mongo, run).await
+        {
+            tracing::warn!(error = %e, "could not mark the run running");
+        }
+    }
+
+    /// Counts a SubJob of the run as finished and rolls the run up when it was the last one. The count
+    /// lives in Redis (a hint that spares a query per SubJob); without it, the database is asked.
+    async fn finished_one(&self, job_run: &RunId, run_size: i64, cancelled: bool) -> Result<(), StoreError> {
+        let last = match self.queues.count_finished(job_run, 1).await {
+            Ok(n) if run_size > 0 && !cancelled => n as i64 >= run_size,
+            _ => !subjobs::run_has_unfinished(&self.mongo, job_run).await?,
+        };
+        if last {
+            runs::finalize(&self.mongo, job_run).await?;
+        }
+        Ok(())
+    }
 }
 
 /// The SubJobs running in this process, so that shutdown can hand them back.
@@ -109,6 +145,20 @@ pub async fn handle(ctx: Arc<WorkerCtx>, msg: SubJobMessage) -> Result<(), BoxDy
 }
 
 async fn process(ctx: Arc<WorkerCtx>, msg: SubJobMessage) -> Result<(), StoreError> {
+    // Registered before the claim, so that a shutdown never misses a SubJob between claim and start.
+    let (stop_tx, stop_rx) = watch::channel(None);
+    ctx.inflight.insert(msg.subjob_id.clone(), stop_tx.clone());
+    let result = deliver(&ctx, &msg, stop_tx, stop_rx).await;
+    ctx.inflight.remove(&msg.subjob_id);
+    result
+}
+
+async fn deliver(
+    ctx: &WorkerCtx,
+    msg: &SubJobMessage,
+    stop_tx: watch::Sender<Option<StopReason>>,
+    stop_rx: StopSignal,
+) -> Result<(), StoreError> {
     let db = &ctx.mongo;
     let mut claim = subjobs::claim(db, &msg.subjob_id, &ctx.config.name, ctx.config.lease).await?;
     if let Claim::Busy { .. } = &claim {
@@ -119,13 +169,18 @@ async fn process(ctx: Arc<WorkerCtx>, msg: SubJobMessage) -> Result<(), StoreErr
         {
             let wait = expiry.since(Timestamp::now());
             if wait <= ctx.config.lease {
-                tokio::time::sleep(wait + Duration::from_millis(500)).await;
-                claim = subjobs::claim(db, &msg.subjob_id, &ctx.config.name, ctx.config.lease).await?;
+                let mut stop = stop_rx.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(wait + Duration::from_millis(500)) => {
+                        claim = subjobs::claim(db, &msg.subjob_id, &ctx.config.name, ctx.config.lease).await?;
+                    }
+                    _ = stop.changed() => {}
+                }
             }
         }
     }
     match claim {
-        Claim::Claimed(job, lease) => run_claimed(&ctx, *job, lease).await,
+        Claim::Claimed(job, lease) => run_claimed(ctx, *job, lease, stop_tx, stop_rx).await,
         Claim::Busy { owner } => {
             tracing::debug!(%owner, "already running on another worker");
             ctx.metrics.skipped("running_elsewhere");
@@ -141,8 +196,13 @@ async fn process(ctx: Arc<WorkerCtx>, msg: SubJobMessage) -> Result<(), StoreErr
         Claim::Exhausted => {
             tracing::warn!("the sub-job's worker was lost too many times; it failed");
             ctx.metrics.ended("unknown", "failed", 0.0);
+            let _ = ctx.queues.count_finished(&msg.run_id, 1).await;
             runs::finalize(db, &msg.run_id).await?;
             Ok(())
+        }
+        Claim::CancelledNow => {
+            ctx.metrics.skipped("cancelled_before_start");
+            ctx.finished_one(&msg.run_id, 0, true).await
         }
         Claim::Missing => {
             tracing::warn!("no such sub-job; message dropped");
@@ -160,19 +220,21 @@ enum Ending {
     Stopped(StopReason),
 }
 
-async fn run_claimed(ctx: &WorkerCtx, job: SubJobDoc, lease: Lease) -> Result<(), StoreError> {
+async fn run_claimed(
+    ctx: &WorkerCtx,
+    job: SubJobDoc,
+    lease: Lease,
+    stop_tx: watch::Sender<Option<StopReason>>,
+    stop_rx: StopSignal,
+) -> Result<(), StoreError> {
     let db = &ctx.mongo;
     let tool = job.tool.to_string();
     tracing::Span::current().record("tool", tool.as_str());
     tracing::info!(attempt = job.attempts, region = %job.region, "sub-job started");
     let started = Instant::now();
     ctx.metrics.running.inc();
-    if let Err(e) = runs::mark_running(db, &job.run_id).await {
-        tracing::warn!(error = %e, "could not mark the run running");
-    }
+    ctx.mark_run_started(&job.run_id).await;
 
-    let (stop_tx, stop_rx) = watch::channel(None);
-    ctx.inflight.insert(job.id.clone(), stop_tx.clone());
     let keeper = tokio::spawn(
         keep_lease(db.clone(), job.id.clone(), lease.clone(), ctx.config.lease, stop_tx).in_current_span(),
     );
@@ -186,7 +248,6 @@ async fn run_claimed(ctx: &WorkerCtx, job: SubJobDoc, lease: Lease) -> Result<()
         ),
     };
     keeper.abort();
-    ctx.inflight.remove(&job.id);
     ctx.metrics.running.dec();
     let seconds = started.elapsed().as_secs_f64();
 
@@ -234,10 +295,7 @@ async fn run_claimed(ctx: &WorkerCtx, job: SubJobDoc, lease: Lease) -> Result<()
             tracing::info!(%status, findings = outcome.findings_count, new = outcome.new_findings, seconds, "sub-job ended")
         }
     }
-    if !subjobs::run_has_unfinished(db, &job.run_id).await? {
-        runs::finalize(db, &job.run_id).await?;
-    }
-    Ok(())
+    ctx.finished_one(&job.run_id, job.run_size, status == SubJobStatus::Cancelled).await
 }
 
 /// Renews the lease every third of its length, and turns a cancel request or a lost lease into a stop.
@@ -260,6 +318,9 @@ async fn keep_lease(db: Mongo, id: SubJobId, lease: Lease, length: Duration, sto
 }
 
 async fn execute(ctx: &WorkerCtx, job: &SubJobDoc, workdir: &Path, mut stop: StopSignal) -> Ending {
+    if let Some(reason) = *stop.borrow_and_update() {
+        return Ending::Stopped(reason);
+    }
     let adapter = Adapter::for_tool(job.tool.tool);
     if let Err(e) = adapter.check_available(&ctx.config) {
         return Ending::Failed(e.message, Outcome::default());
@@ -400,7 +461,15 @@ async fn prepare_dir(dir: &Path) -> std::io::Result<()> {
     if tokio::fs::try_exists(dir).await.unwrap_or(false) {
         tokio::fs::remove_dir_all(dir).await?;
     }
-    tokio::fs::create_dir_all(dir).await
+    // A sibling SubJob that just finished may remove the (then empty) run directory between our
+    // creating it and our creating the SubJob's own: try again.
+    let mut tries = 0;
+    loop {
+        match tokio::fs::create_dir_all(dir).await {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 5 => tries += 1,
+            other => return other,
+        }
+    }
 }
 
 async fn remove_dir(dir: &Path) {

@@ -23,7 +23,7 @@ pub fn api_router() -> Router<AppState> {
         .route("/api/cloud-accounts/{id}", get(accounts::get).put(accounts::update).delete(accounts::delete))
         .route("/api/cloud-accounts/{id}/scan", post(scans::scan_account))
         .route("/api/cloud-scans", get(scans::list).post(scans::initiate))
-        .route("/api/cloud-scans/", get(scans::list))
+        .route("/api/cloud-scans/", get(scans::list).post(scans::initiate))
         .route("/api/cloud-scans/initiate", post(scans::initiate))
         .route("/api/cloud-scans/{run_id}", axum::routing::delete(scans::cancel))
         .route("/api/cloud-scans/{run_id}/status", get(scans::status))

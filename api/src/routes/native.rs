@@ -11,12 +11,13 @@ use cspm_shared::domain::scan::RunStatus;
 use cspm_shared::ids::RunId;
 use cspm_shared::orchestrate::{self, NetworkScanRequest, StartError};
 use cspm_shared::store::results;
+use cspm_shared::store::runs::RunKind;
 use cspm_shared::time::Timestamp;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
-use crate::extract::{ApiJson, ApiQuery, page, path_id};
+use crate::extract::{ApiJson, ApiQuery, page};
 use crate::problem::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -53,10 +54,8 @@ pub async fn network_discovery(
         .await
     {
         Ok(run) => run,
-        Err(StartError::Invalid(msg)) => {
-            let field = if msg.contains("port") { "ports" } else { "target" };
-            return Err(ApiError::invalid(field, msg));
-        }
+        Err(StartError::InvalidField(field, msg)) => return Err(ApiError::invalid(field, msg)),
+        Err(StartError::Invalid(msg)) => return Err(ApiError::Unprocessable { detail: msg, errors: vec![] }),
         Err(e) => return Err(e.into()),
     };
     s.metrics
@@ -79,11 +78,14 @@ pub async fn network_discovery(
 
 pub async fn result(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     caller.require(Permission::ViewScans)?;
-    let id: RunId = path_id(&id, "scan result")?;
-    let found = results::get(&s.mongo, &caller.team, &id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("Scan result not found: {id}")))?;
-    Ok(Json(result_view(found)))
+    let not_found = || ApiError::NotFound(format!("Scan result not found: {id}"));
+    let run: RunId = id.parse().map_err(|_| not_found())?;
+    let found = results::get(&s.mongo, &caller.team, &run, RunKind::Native).await?.ok_or_else(not_found)?;
+    let mut v = result_view(found);
+    if v.get("findings").is_none() {
+        v["findings"] = json!([]);
+    }
+    Ok(Json(v))
 }
 
 #[derive(Deserialize)]
@@ -123,12 +125,7 @@ pub async fn results_list(
 fn result_view(mut d: Document) -> Value {
     d.remove("_id");
     d.remove("team_id");
-    let v = bson_to_json(Bson::Document(d));
-    let mut v = v;
-    if v.get("findings").is_none() {
-        v["findings"] = json!([]);
-    }
-    v
+    bson_to_json(Bson::Document(d))
 }
 
 /// BSON to JSON; stored times (`*_at` fields, epoch milliseconds) become RFC 3339.

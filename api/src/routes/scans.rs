@@ -268,7 +268,7 @@ pub async fn cancel(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(Permission::ManageScans)?;
     let id: RunId = path_id(&id, "scan")?;
-    match orchestrate::cancel_run(&s.mongo, &caller.team, &id).await {
+    match orchestrate::cancel_run(&s.mongo, &s.queues, &caller.team, &id).await {
         Ok(Some(c)) => {
             tracing::info!(run.id = %id, cancelled = c.cancelled_sub_jobs, stopping = c.stopping_sub_jobs, "scan cancelled");
             let code = if c.status == RunStatus::Cancelled { StatusCode::OK } else { StatusCode::ACCEPTED };

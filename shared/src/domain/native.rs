@@ -25,8 +25,9 @@ impl Target {
             return Ok(Target::Ip(ip));
         }
         if let Some((addr, len)) = s.split_once('/') {
-            let ip: IpAddr = addr.parse().map_err(|_| format!("`{s}`: not a CIDR block"))?;
-            let len: u8 = len.parse().map_err(|_| format!("`{s}`: bad prefix length"))?;
+            let not_a_target = || format!("`{s}` is not an IP address, CIDR block or host name");
+            let ip: IpAddr = addr.parse().map_err(|_| not_a_target())?;
+            let len: u8 = len.parse().map_err(|_| not_a_target())?;
             let (min, max) = if ip.is_ipv4() { (24, 32) } else { (120, 128) };
             if !(min..=max).contains(&len) {
                 return Err(format!("`{s}`: CIDR blocks are limited to /{min} or smaller (at most 256 addresses)"));

@@ -81,8 +81,12 @@ pub async fn set_status(db: &Mongo, id: &RunId, status: RunStatus) -> StoreResul
     Ok(())
 }
 
-pub async fn get(db: &Mongo, team: &TeamId, id: &RunId) -> StoreResult<Option<Document>> {
-    Ok(db.scan_results.find_one(doc! { "scan_id": id, "team_id": team }).await?)
+/// The team's record of a scan of the given kind (`native` or `cloud`).
+pub async fn get(db: &Mongo, team: &TeamId, id: &RunId, kind: RunKind) -> StoreResult<Option<Document>> {
+    Ok(db
+        .scan_results
+        .find_one(doc! { "scan_id": id, "team_id": team, "kind": bson::serialize_to_bson(&kind)? })
+        .await?)
 }
 
 /// A page of the team's scan records, newest first, and the total that matches.

@@ -81,6 +81,9 @@ pub struct SubJobDoc {
     /// The last interruption (a lost worker, a hand-back), kept for diagnosis while the SubJob goes on.
     #[serde(default)]
     pub last_interruption: Option<String>,
+    /// How many SubJobs its run has (so that a worker can tell, from a counter, that its run is done).
+    #[serde(default)]
+    pub run_size: i64,
 }
 
 impl SubJobDoc {
@@ -149,6 +152,8 @@ pub enum Claim {
     Busy { owner: String },
     /// It already reached a terminal state (a redelivery after completion): do nothing.
     Finished(SubJobStatus),
+    /// It was queued with a cancel pending; this claim ended it as cancelled.
+    CancelledNow,
     /// A crashed worker's lease expired and the attempts are used up; it has now been failed.
     Exhausted,
     /// No such SubJob (deleted by retention, or a message from another fleet): drop the message.
@@ -189,8 +194,11 @@ pub async fn claim(db: &Mongo, id: &SubJobId, owner: &str, lease: Duration) -> S
         s if s.is_terminal() => Ok(Claim::Finished(s)),
         SubJobStatus::Queued => {
             // Queued but not claimable: a cancel is pending on it. Finish it as cancelled.
-            cancel_queued_one(db, id).await?;
-            Ok(Claim::Finished(SubJobStatus::Cancelled))
+            Ok(if cancel_queued_one(db, id).await? {
+                Claim::CancelledNow
+            } else {
+                Claim::Finished(SubJobStatus::Cancelled)
+            })
         }
         _ => {
             let expired = current.lease_expires_at.is_none_or(|t| t < now);
@@ -435,9 +443,10 @@ pub async fn cancel_run(db: &Mongo, run_id: &RunId) -> StoreResult<(u64, u64)> {
     Ok((cancelled.modified_count, flagged.modified_count.saturating_sub(cancelled.modified_count)))
 }
 
-async fn cancel_queued_one(db: &Mongo, id: &SubJobId) -> StoreResult<()> {
+async fn cancel_queued_one(db: &Mongo, id: &SubJobId) -> StoreResult<bool> {
     let now = Timestamp::now();
-    db.sub_jobs
+    let r = db
+        .sub_jobs
         .update_one(
             doc! { "_id": id, "status": "queued", "cancel_requested": true },
             doc! { "$set": {
@@ -448,7 +457,7 @@ async fn cancel_queued_one(db: &Mongo, id: &SubJobId) -> StoreResult<()> {
             } },
         )
         .await?;
-    Ok(())
+    Ok(r.modified_count == 1)
 }
 
 /// Reads a number that MongoDB may have stored as Int32, Int64 or Double.

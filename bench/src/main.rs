@@ -1,0 +1,240 @@
+//! `cspm-bench`: drives canary SubJobs through a running fleet (API → Redis → workers → MongoDB) and
+//! reports throughput and latency from the SubJobs' own timestamps (created, claimed, finished).
+//!
+//! - `throughput`: starts many SubJobs at once (several multi-region runs) and measures SubJobs per
+//!   second from the first creation to the last completion, with full bookkeeping (claim, lease,
+//!   finish, roll-up).
+//! - `latency`: starts one-SubJob runs at a steady rate and reports the delay from creation to the
+//!   claim by a worker (the queueing latency Celery's baseline reports as "task start − enqueue").
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bson::doc;
+use clap::{Parser, Subcommand};
+use cspm_shared::db::Mongo;
+use futures::TryStreamExt;
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+#[command(name = "cspm-bench", about = "Benchmarks a running CSPM fleet with canary SubJobs")]
+struct Cli {
+    /// Base URL of the API.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    api: String,
+    #[arg(long, default_value = "admin@cspm.local")]
+    email: String,
+    #[arg(long, env = "CSPM_BENCH_PASSWORD")]
+    password: String,
+    /// MongoDB URI and database prefix of the fleet (timestamps are read from the SubJobs).
+    #[arg(long, default_value = "mongodb://127.0.0.1:27017")]
+    mongodb_uri: String,
+    #[arg(long, default_value = "")]
+    db_prefix: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// SubJobs per second, end to end, for a burst of SubJobs.
+    Throughput {
+        #[arg(long, default_value_t = 5000)]
+        subjobs: usize,
+        /// How many runs (accounts) the SubJobs are spread over.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+    },
+    /// Creation-to-claim latency at a steady rate of one-SubJob runs.
+    Latency {
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+    },
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    async fn post(&self, path: &str, body: Value) -> anyhow::Result<(u16, Value)> {
+        let r = self.http.post(format!("{}{path}", self.base)).bearer_auth(&self.token).json(&body).send().await?;
+        let status = r.status().as_u16();
+        Ok((status, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    async fn account(&self, n: usize, regions: &[String]) -> anyhow::Result<String> {
+        let (s, b) = self
+            .post(
+                "/api/cloud-accounts",
+                json!({ "provider": "aws", "account_id": format!("{:012}", 700_000_000_000u64 + n as u64),
+                        "account_name": format!("bench {n}"), "regions": regions }),
+            )
+            .await?;
+        if s != 201 {
+            bail!("creating an account: {s} {b}");
+        }
+        Ok(b["id"].as_str().unwrap_or_default().to_string())
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(120)).pool_max_idle_per_host(64).build()?;
+    let login: Value = http
+        .post(format!("{}/api/auth/login", cli.api))
+        .json(&json!({ "email": cli.email, "password": cli.password }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = login["access_token"].as_str().context("sign-in failed")?.to_string();
+    let client = Client { http, base: cli.api.clone(), token };
+    let mongo = Mongo::connect(&cli.mongodb_uri, &cli.db_prefix, "cspm-bench", Duration::from_secs(5)).await?;
+    match cli.cmd {
+        Cmd::Throughput { subjobs, runs } => throughput(&client, &mongo, subjobs, runs).await,
+        Cmd::Latency { rate, count } => latency(&client, &mongo, rate, count).await,
+    }
+}
+
+async fn throughput(client: &Client, mongo: &Mongo, subjobs: usize, runs: usize) -> anyhow::Result<()> {
+    let per_run = subjobs / runs;
+    // Regions × canary labels per run: 10 labels, the rest regions.
+    let labels = 10.min(per_run);
+    let regions: Vec<String> = (0..per_run / labels).map(|i| format!("bench-{i:03}")).collect();
+    let tools: Vec<String> = (0..labels).map(|i| format!("canary:l{i}")).collect();
+    let mut accounts = Vec::new();
+    for i in 0..runs {
+        accounts.push(client.account(i, &regions).await?);
+    }
+    let started = Instant::now();
+    let mut ids = Vec::new();
+    for a in &accounts {
+        let (s, b) = client.post("/api/cloud-scans/initiate", json!({ "account_id": a, "tools": tools })).await?;
+        if s != 202 {
+            bail!("starting a run: {s} {b}");
+        }
+        ids.push(b["run_id"].as_str().unwrap_or_default().to_string());
+    }
+    let created_in = started.elapsed();
+    let total = (regions.len() * tools.len() * runs) as u64;
+    wait_runs(mongo, &ids, Duration::from_secs(3600)).await?;
+    let wall = started.elapsed();
+    let (first_created, last_finished, _) = span(mongo, &ids).await?;
+    let secs = (last_finished - first_created) as f64 / 1000.0;
+    println!(
+        "{{\"phase\":\"throughput\",\"subjobs\":{total},\"runs\":{runs},\"seconds\":{secs:.3},\"subjobs_per_s\":{:.1},\"create_seconds\":{:.3},\"wall_seconds\":{:.3}}}",
+        total as f64 / secs,
+        created_in.as_secs_f64(),
+        wall.as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn latency(client: &Client, mongo: &Mongo, rate: f64, count: usize) -> anyhow::Result<()> {
+    let region = vec!["us-east-1".to_string()];
+    let mut accounts = Vec::with_capacity(count);
+    for i in 0..count {
+        accounts.push(client.account(100_000 + i, &region).await?);
+    }
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let start = tokio::time::Instant::now();
+    let mut pending = Vec::with_capacity(count);
+    for (i, a) in accounts.iter().enumerate() {
+        tokio::time::sleep_until(start + period * i as u32).await;
+        let c = client.http.clone();
+        let url = format!("{}/api/cloud-scans/initiate", client.base);
+        let token = client.token.clone();
+        let body = json!({ "account_id": a, "tools": ["canary"] });
+        pending.push(tokio::spawn(async move {
+            let r = c.post(url).bearer_auth(token).json(&body).send().await?;
+            let v: Value = r.json().await?;
+            anyhow::Ok(v["run_id"].as_str().unwrap_or_default().to_string())
+        }));
+    }
+    let offered = start.elapsed();
+    let mut ids = Vec::with_capacity(count);
+    for p in pending {
+        ids.push(p.await??);
+    }
+    wait_runs(mongo, &ids, Duration::from_secs(600)).await?;
+    let mut claim = Vec::new();
+    let mut end_to_end = Vec::new();
+    for chunk in ids.chunks(500) {
+        let runs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let jobs: Vec<bson::Document> =
+            mongo.sub_jobs.find(doc! { "run_id": { "$in": runs } }).await?.try_collect().await?;
+        for j in jobs {
+            let created = j.get_i64("created_at").unwrap_or(0);
+            let started = j.get_i64("started_at").unwrap_or(0);
+            let finished = j.get_i64("finished_at").unwrap_or(0);
+            claim.push((started - created) as f64);
+            end_to_end.push((finished - created) as f64);
+        }
+    }
+    claim.sort_by(f64::total_cmp);
+    end_to_end.sort_by(f64::total_cmp);
+    println!(
+        "{{\"phase\":\"latency\",\"rate\":{rate},\"subjobs\":{},\"offered_seconds\":{:.2},\"claim_ms_p50\":{},\"claim_ms_p99\":{},\"claim_ms_max\":{},\"finish_ms_p50\":{},\"finish_ms_p99\":{}}}",
+        claim.len(),
+        offered.as_secs_f64(),
+        pct(&claim, 50.0),
+        pct(&claim, 99.0),
+        claim.last().copied().unwrap_or(0.0),
+        pct(&end_to_end, 50.0),
+        pct(&end_to_end, 99.0)
+    );
+    Ok(())
+}
+
+/// Nearest-rank percentile (as the Celery baseline computes it).
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+async fn wait_runs(mongo: &Mongo, ids: &[String], timeout: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        let active = mongo
+            .scan_runs
+            .count_documents(doc! { "_id": { "$in": ids.to_vec() }, "status": { "$in": ["queued", "running"] } })
+            .await?;
+        if active == 0 {
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            bail!("{active} runs still active after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// (first SubJob creation, last SubJob completion, count) over the runs, in epoch milliseconds.
+async fn span(mongo: &Mongo, ids: &[String]) -> anyhow::Result<(i64, i64, i64)> {
+    let rows: Vec<bson::Document> = mongo
+        .sub_jobs
+        .aggregate(vec![
+            doc! { "$match": { "run_id": { "$in": ids.to_vec() } } },
+            doc! { "$group": { "_id": bson::Bson::Null, "first": { "$min": "$created_at" }, "last": { "$max": "$finished_at" }, "n": { "$sum": 1 } } },
+        ])
+        .await?
+        .try_collect()
+        .await?;
+    let row = rows.first().context("no SubJobs")?;
+    let num = |k: &str| match row.get(k) {
+        Some(bson::Bson::Int64(n)) => *n,
+        Some(bson::Bson::Int32(n)) => i64::from(*n),
+        Some(bson::Bson::Double(f)) => *f as i64,
+        _ => 0,
+    };
+    Ok((num("first"), num("last"), num("n")))
+}

@@ -1,0 +1,18 @@
+//! The API, in-process, against the real Redis and Mongo-wire servers: authentication, validation,
+//! problem details, team isolation, roles, race-free scan creation, and dependency outages.
+
+mod accounts;
+mod auth;
+mod outages;
+mod scans;
+
+use serde_json::Value;
+
+/// Asserts the one error shape: problem details with the given status and a `detail` containing `needle`.
+pub fn assert_problem(status: u16, body: &Value, expected: u16, needle: &str) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(body["status"].as_u64(), Some(u64::from(expected)), "{body}");
+    assert!(body["title"].is_string(), "{body}");
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(detail.to_lowercase().contains(&needle.to_lowercase()), "`{needle}` not in `{detail}`");
+}

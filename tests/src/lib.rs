@@ -488,3 +488,13 @@ impl Drop for Server {
         self.stop();
     }
 }
+
+/// A helper process (a listener to scan) that is killed when the test ends, however it ends.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -57,13 +57,14 @@ async fn metrics_of(fleet: &Fleet) -> String {
     let mut out = String::new();
     for w in &fleet.workers {
         let log = w.log_text();
-        if let Some(addr) = log.lines().find_map(|l| {
+        let addr = log.lines().find_map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).ok()?;
             (v["message"] == json!("worker starting")).then(|| v["addr"].as_str().unwrap_or("").to_string())
-        }) {
-            if let Ok(r) = fleet.api.http.get(format!("http://{addr}/metrics")).send().await {
-                out.push_str(&r.text().await.unwrap_or_default());
-            }
+        });
+        if let Some(addr) = addr
+            && let Ok(r) = fleet.api.http.get(format!("http://{addr}/metrics")).send().await
+        {
+            out.push_str(&r.text().await.unwrap_or_default());
         }
     }
     out

@@ -90,18 +90,19 @@ async fn service_detection_reports_what_answers_on_the_port() {
     fleet.add_worker(&[]);
     let token = fleet.admin().await;
     let port = cspm_tests::free_port();
-    let mut http = std::process::Command::new("python3")
-        .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("python http.server");
+    let _http = cspm_tests::KillOnDrop(
+        std::process::Command::new("python3")
+            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python http.server"),
+    );
     wait_until(Duration::from_secs(20), "the HTTP listener", || async {
         std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
     })
     .await;
     let result = scan(&fleet, &token, &port.to_string(), "service_detection").await;
-    let _ = http.kill();
     assert_eq!(result["status"], json!("completed"), "{result}");
     let f = &result["findings"][0];
     assert_eq!(f["details"]["service"]["name"], json!("http"), "{f}");

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks the fleet on this machine: end-to-end throughput of canary SubJobs with two workers, and
-# creation-to-claim latency at a paced 100 SubJobs/s. Starts its own Redis, Mongo-wire server (or uses
+# creation-to-claim latency at a paced 100 SubJobs/s (in runs of 10 SubJobs, and one run per SubJob). Starts its own Redis, Mongo-wire server (or uses
 # MONGODB_URI), API, two workers and scheduler from a release build, and reports CPU seconds per process
 # (to show which part of the cost is the database server) and the workers' resident memory.
 #
@@ -71,6 +71,8 @@ measure() { # name, command...
 
 log "throughput: $SUBJOBS canary SubJobs, two workers"
 measure throughput bench throughput --subjobs "$SUBJOBS" --runs 10
-log "latency: $LATENCY_COUNT one-SubJob runs at 100/s"
-measure latency bench latency --rate 100 --count "$LATENCY_COUNT"
+log "latency: $LATENCY_COUNT SubJobs at 100/s, in runs of 10"
+measure latency bench latency --rate 100 --count "$LATENCY_COUNT" --per-run 10
+log "latency: $LATENCY_COUNT SubJobs at 100/s, each its own run (creation and roll-up per SubJob)"
+measure latency_runs bench latency --rate 100 --count "$LATENCY_COUNT" --per-run 1
 echo "{\"phase\":\"after\",\"worker_rss_kib\":[$(rss_kib "${W[0]}"),$(rss_kib "${W[1]}")]}" | tee "$OUT/after.json"

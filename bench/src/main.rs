@@ -45,12 +45,17 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         runs: usize,
     },
-    /// Creation-to-claim latency at a steady rate of one-SubJob runs.
+    /// Creation-to-claim latency of SubJobs arriving at a steady rate, in runs of `per_run` SubJobs.
     Latency {
+        /// SubJobs per second.
         #[arg(long, default_value_t = 100.0)]
         rate: f64,
+        /// SubJobs in all.
         #[arg(long, default_value_t = 1000)]
         count: usize,
+        /// SubJobs per run (1: every SubJob is a whole run, with its creation and roll-up).
+        #[arg(long, default_value_t = 10)]
+        per_run: usize,
     },
 }
 
@@ -98,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
     let mongo = Mongo::connect(&cli.mongodb_uri, &cli.db_prefix, "cspm-bench", Duration::from_secs(5)).await?;
     match cli.cmd {
         Cmd::Throughput { subjobs, runs } => throughput(&client, &mongo, subjobs, runs).await,
-        Cmd::Latency { rate, count } => latency(&client, &mongo, rate, count).await,
+        Cmd::Latency { rate, count, per_run } => latency(&client, &mongo, rate, count, per_run.max(1)).await,
     }
 }
 
@@ -136,13 +141,16 @@ async fn throughput(client: &Client, mongo: &Mongo, subjobs: usize, runs: usize)
     Ok(())
 }
 
-async fn latency(client: &Client, mongo: &Mongo, rate: f64, count: usize) -> anyhow::Result<()> {
+async fn latency(client: &Client, mongo: &Mongo, rate: f64, count: usize, per_run: usize) -> anyhow::Result<()> {
     let region = vec!["us-east-1".to_string()];
-    let mut accounts = Vec::with_capacity(count);
-    for i in 0..count {
-        accounts.push(client.account(100_000 + i, &region).await?);
+    let runs = count.div_ceil(per_run);
+    let tools: Vec<String> = (0..per_run).map(|i| format!("canary:l{i}")).collect();
+    let mut accounts = Vec::with_capacity(runs);
+    for i in 0..runs {
+        // Distinct provider ids per phase, so that several phases can run against one fleet.
+        accounts.push(client.account(100_000 * per_run + i, &region).await?);
     }
-    let period = Duration::from_secs_f64(1.0 / rate);
+    let period = Duration::from_secs_f64(per_run as f64 / rate);
     let start = tokio::time::Instant::now();
     let mut pending = Vec::with_capacity(count);
     for (i, a) in accounts.iter().enumerate() {
@@ -150,7 +158,7 @@ async fn latency(client: &Client, mongo: &Mongo, rate: f64, count: usize) -> any
         let c = client.http.clone();
         let url = format!("{}/api/cloud-scans/initiate", client.base);
         let token = client.token.clone();
-        let body = json!({ "account_id": a, "tools": ["canary"] });
+        let body = json!({ "account_id": a, "tools": tools });
         pending.push(tokio::spawn(async move {
             let r = c.post(url).bearer_auth(token).json(&body).send().await?;
             let v: Value = r.json().await?;
@@ -164,6 +172,7 @@ async fn latency(client: &Client, mongo: &Mongo, rate: f64, count: usize) -> any
     }
     wait_runs(mongo, &ids, Duration::from_secs(600)).await?;
     let mut claim = Vec::new();
+    let mut from_enqueue = Vec::new();
     let mut end_to_end = Vec::new();
     for chunk in ids.chunks(500) {
         let runs: Vec<&str> = chunk.iter().map(String::as_str).collect();
@@ -174,18 +183,25 @@ async fn latency(client: &Client, mongo: &Mongo, rate: f64, count: usize) -> any
             let started = j.get_i64("started_at").unwrap_or(0);
             let finished = j.get_i64("finished_at").unwrap_or(0);
             claim.push((started - created) as f64);
+            // `dispatched_at` is stamped just before the SubJob is written and pushed to Redis.
+            if let Ok(dispatched) = j.get_i64("dispatched_at") {
+                from_enqueue.push((started - dispatched) as f64);
+            }
             end_to_end.push((finished - created) as f64);
         }
     }
     claim.sort_by(f64::total_cmp);
+    from_enqueue.sort_by(f64::total_cmp);
     end_to_end.sort_by(f64::total_cmp);
     println!(
-        "{{\"phase\":\"latency\",\"rate\":{rate},\"subjobs\":{},\"offered_seconds\":{:.2},\"claim_ms_p50\":{},\"claim_ms_p99\":{},\"claim_ms_max\":{},\"finish_ms_p50\":{},\"finish_ms_p99\":{}}}",
+        "{{\"phase\":\"latency\",\"rate\":{rate},\"per_run\":{per_run},\"subjobs\":{},\"offered_seconds\":{:.2},\"claim_ms_p50\":{},\"claim_ms_p99\":{},\"claim_ms_max\":{},\"enqueue_to_claim_ms_p50\":{},\"enqueue_to_claim_ms_p99\":{},\"finish_ms_p50\":{},\"finish_ms_p99\":{}}}",
         claim.len(),
         offered.as_secs_f64(),
         pct(&claim, 50.0),
         pct(&claim, 99.0),
         claim.last().copied().unwrap_or(0.0),
+        pct(&from_enqueue, 50.0),
+        pct(&from_enqueue, 99.0),
         pct(&end_to_end, 50.0),
         pct(&end_to_end, 99.0)
     );

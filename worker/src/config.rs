@@ -37,7 +37,7 @@ pub const WORKER_KEYS: &[KeySpec] = &[
     ),
     KeySpec::unset(
         "PROWLER_HOST_OUTPUT_DIR",
-        "the same directory as the Docker host sees it (for scanners in sibling containers)",
+        "the output directory as the Docker host sees it, for scanners in sibling containers (read and checked now; used by the Docker runner, not by the local-process runner)",
     ),
     KeySpec::optional(
         "CSPM_WORKER_LEASE_SECS",

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::Mongo;
 use crate::domain::provider::Provider;
-use crate::domain::scan::{RunStatus, SubJobCounts, roll_up};
+use crate::domain::scan::{RunStatus, SubJobCounts, SubJobStatus, roll_up};
 use crate::domain::severity::SeverityCounts;
 use crate::error::{StoreError, StoreResult};
 use crate::ids::{AccountId, RunId, TeamId, UserId};
@@ -173,7 +173,7 @@ pub async fn finalize(db: &Mongo, id: &RunId) -> StoreResult<Option<RunStatus>> 
         }
         return Ok(Some(run.status));
     }
-    let counts = subjobs::count_for_run(db, id).await?;
+    let (counts, mut summary) = tally(db, id).await?;
     if (counts.total() as i64) < run.sub_jobs_count {
         // Still being created, or its creator died half-way (then, after a grace period, fail it).
         let age = Timestamp::now().since(run.created_at);
@@ -185,7 +185,9 @@ pub async fn finalize(db: &Mongo, id: &RunId) -> StoreResult<Option<RunStatus>> 
     let Some(final_status) = roll_up(&counts, run.cancel_requested) else {
         return Ok(None);
     };
-    let summary = summarize(db, id).await?;
+    if counts.failed + counts.timed_out > 0 {
+        summary.warnings = warnings(db, id).await?;
+    }
     let now = Timestamp::now();
     let r = db
         .scan_runs
@@ -262,11 +264,13 @@ async fn finish_side_effects(db: &Mongo, run: &RunDoc) -> StoreResult<()> {
     Ok(())
 }
 
-async fn summarize(db: &Mongo, id: &RunId) -> StoreResult<RunSummary> {
+/// SubJob states and finding totals of a run, in one aggregation.
+async fn tally(db: &Mongo, id: &RunId) -> StoreResult<(SubJobCounts, RunSummary)> {
     let pipeline = vec![
         doc! { "$match": { "run_id": id } },
         doc! { "$group": {
-            "_id": bson::Bson::Null,
+            "_id": "$status",
+            "n": { "$sum": 1 },
             "total": { "$sum": "$findings_count" },
             "new": { "$sum": "$new_findings" },
             "critical": { "$sum": "$severity.critical" },
@@ -277,26 +281,35 @@ async fn summarize(db: &Mongo, id: &RunId) -> StoreResult<RunSummary> {
         } },
     ];
     let rows: Vec<Document> = db.sub_jobs.aggregate(pipeline).await?.try_collect().await?;
+    let mut counts = SubJobCounts::default();
     let mut summary = RunSummary::default();
-    if let Some(row) = rows.first() {
-        summary.total_findings = number(row, "total");
-        summary.new_findings = number(row, "new");
-        summary.by_severity = SeverityCounts {
+    for row in &rows {
+        let status: SubJobStatus = bson::deserialize_from_bson(row.get("_id").cloned().unwrap_or(bson::Bson::Null))?;
+        counts.add(status, number(row, "n") as u64);
+        summary.total_findings += number(row, "total");
+        summary.new_findings += number(row, "new");
+        summary.by_severity.merge(&SeverityCounts {
             critical: number(row, "critical"),
             high: number(row, "high"),
             medium: number(row, "medium"),
             low: number(row, "low"),
             informational: number(row, "informational"),
-        };
+        });
     }
-    let failed = db
+    Ok((counts, summary))
+}
+
+/// The messages of the SubJobs that failed or timed out (bounded), for the run's summary.
+async fn warnings(db: &Mongo, id: &RunId) -> StoreResult<Vec<String>> {
+    let failed: Vec<Document> = db
         .sub_jobs
         .find(doc! { "run_id": id, "status": { "$in": ["failed", "timed_out"] } })
         .projection(doc! { "region": 1, "tool": 1, "error": 1 })
         .limit(50)
+        .await?
+        .try_collect()
         .await?;
-    let failed: Vec<Document> = failed.try_collect().await?;
-    summary.warnings = failed
+    Ok(failed
         .iter()
         .map(|d| {
             format!(
@@ -306,8 +319,7 @@ async fn summarize(db: &Mongo, id: &RunId) -> StoreResult<RunSummary> {
                 d.get_str("error").unwrap_or("no message")
             )
         })
-        .collect();
-    Ok(summary)
+        .collect())
 }
 
 /// Runs that may need a roll-up: active ones (their last SubJob may have finished while its worker died

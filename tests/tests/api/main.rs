@@ -3,6 +3,7 @@
 
 mod accounts;
 mod auth;
+mod docs;
 mod outages;
 mod scans;
 

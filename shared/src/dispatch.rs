@@ -92,15 +92,7 @@ async fn feed_locked(db: &Mongo, queues: &Queues, kind: QueueKind, max_batch: u6
     }
     let n = messages.len() as u64;
     if let Err(e) = queues.push(kind, messages).await {
-        // Give them back so that the next feed retries them (best effort: the lost-message sweep
-        // catches what this misses).
-        let _ = db
-            .sub_jobs
-            .update_many(
-                doc! { "dispatch_token": &token, "status": "queued" },
-                doc! { "$set": { "dispatched_at": Bson::Null, "dispatch_token": Bson::Null } },
-            )
-            .await;
+        release_dispatch(db, &token).await;
         return Err(e);
     }
     Ok(n)
@@ -142,18 +134,24 @@ pub async fn insert_and_admit(
     let mut all = inserted.is_ok() && messages.len() == jobs.len();
     if inserted.is_ok() && !messages.is_empty() && queues.push(kind, messages).await.is_err() {
         all = false;
-        let _ = db
-            .sub_jobs
-            .update_many(
-                doc! { "dispatch_token": &token, "status": "queued" },
-                doc! { "$set": { "dispatched_at": Bson::Null, "dispatch_token": Bson::Null } },
-            )
-            .await;
+        release_dispatch(db, &token).await;
     }
     if let Some(l) = lock {
         queues.unlock_feeder(kind, &l).await;
     }
     inserted.map(|()| all)
+}
+
+/// Gives back the SubJobs of a dispatch whose push failed, so that the next feed retries them (best
+/// effort: the lost-message recovery catches what this misses).
+async fn release_dispatch(db: &Mongo, token: &str) {
+    let _ = db
+        .sub_jobs
+        .update_many(
+            doc! { "dispatch_token": token, "status": "queued" },
+            doc! { "$set": { "dispatched_at": Bson::Null, "dispatch_token": Bson::Null } },
+        )
+        .await;
 }
 
 /// Feeds every queue until each is at its mark or has nothing waiting.

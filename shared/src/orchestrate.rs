@@ -4,8 +4,6 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use crate::time::Timestamp;
-
 use crate::db::Mongo;
 use crate::dispatch;
 use crate::domain::native::{NetworkScanType, PortList, Target, TargetPolicy};
@@ -136,33 +134,22 @@ pub async fn start_cloud_scan(
         }
     }
 
-    let now = Timestamp::now();
     let minutes_per_region: i64 = if req.scan_type == ScanType::Full { 15 } else { 8 };
-    let run = RunDoc {
-        id: run_id.clone(),
-        team_id: req.team.clone(),
-        kind: RunKind::Cloud,
-        account_id: Some(req.account.clone()),
-        provider: Some(account.provider),
-        target: None,
-        scan_type: req.scan_type.as_str().to_string(),
-        regions: regions.clone(),
-        tools: tools.iter().map(ToString::to_string).collect(),
-        status: RunStatus::Queued,
-        sub_jobs_count: count as i64,
-        cancel_requested: false,
-        trigger: req.trigger.clone(),
-        created_by: req.created_by.clone(),
-        created_at: now,
-        started_at: None,
-        finished_at: None,
-        estimated_completion: Some(
-            now.plus(Duration::from_secs(minutes_per_region as u64 * regions.len() as u64 * 60)),
-        ),
-        counts: None,
-        summary: None,
-        finalize_pending: false,
-    };
+    let mut run = RunDoc::queued(
+        run_id.clone(),
+        req.team.clone(),
+        RunKind::Cloud,
+        req.scan_type.as_str(),
+        &req.trigger,
+        req.created_by.clone(),
+    );
+    run.account_id = Some(req.account.clone());
+    run.provider = Some(account.provider);
+    run.regions = regions.clone();
+    run.tools = tools.iter().map(ToString::to_string).collect();
+    run.sub_jobs_count = count as i64;
+    run.estimated_completion =
+        Some(run.created_at.plus(Duration::from_secs(minutes_per_region as u64 * regions.len() as u64 * 60)));
     let mut jobs = Vec::with_capacity(count);
     for region in &regions {
         for tool in &tools {
@@ -214,30 +201,19 @@ pub async fn start_network_scan(
     policy.resolve(&target).await.map_err(|e| StartError::InvalidField("target", e))?;
     let ports =
         req.ports.as_deref().map(PortList::parse).transpose().map_err(|e| StartError::InvalidField("ports", e))?;
-    let now = Timestamp::now();
-    let run = RunDoc {
-        id: RunId::new(),
-        team_id: req.team.clone(),
-        kind: RunKind::Native,
-        account_id: None,
-        provider: None,
-        target: Some(target.to_string()),
-        scan_type: req.scan_type.as_str().to_string(),
-        regions: vec![GLOBAL_REGION.to_string()],
-        tools: vec![Tool::Nmap.as_str().to_string()],
-        status: RunStatus::Queued,
-        sub_jobs_count: 1,
-        cancel_requested: false,
-        trigger: req.trigger.clone(),
-        created_by: req.created_by.clone(),
-        created_at: now,
-        started_at: None,
-        finished_at: None,
-        estimated_completion: Some(now.plus(Duration::from_secs(300))),
-        counts: None,
-        summary: None,
-        finalize_pending: false,
-    };
+    let mut run = RunDoc::queued(
+        RunId::new(),
+        req.team.clone(),
+        RunKind::Native,
+        req.scan_type.as_str(),
+        &req.trigger,
+        req.created_by.clone(),
+    );
+    run.target = Some(target.to_string());
+    run.regions = vec![GLOBAL_REGION.to_string()];
+    run.tools = vec![Tool::Nmap.as_str().to_string()];
+    run.sub_jobs_count = 1;
+    run.estimated_completion = Some(run.created_at.plus(Duration::from_secs(300)));
     let job = new_subjob(
         &run,
         QueueKind::Native,
@@ -359,29 +335,10 @@ fn dedup(items: Vec<String>) -> Vec<String> {
 }
 
 fn placeholder(req: &CloudScanRequest, provider: &crate::domain::provider::Provider, id: RunId) -> RunDoc {
-    RunDoc {
-        id,
-        team_id: req.team.clone(),
-        kind: RunKind::Cloud,
-        account_id: Some(req.account.clone()),
-        provider: Some(*provider),
-        target: None,
-        scan_type: req.scan_type.as_str().to_string(),
-        regions: vec![],
-        tools: vec![],
-        status: RunStatus::Queued,
-        sub_jobs_count: 0,
-        cancel_requested: false,
-        trigger: req.trigger.clone(),
-        created_by: None,
-        created_at: Timestamp::now(),
-        started_at: None,
-        finished_at: None,
-        estimated_completion: None,
-        counts: None,
-        summary: None,
-        finalize_pending: false,
-    }
+    let mut run = RunDoc::queued(id, req.team.clone(), RunKind::Cloud, req.scan_type.as_str(), &req.trigger, None);
+    run.account_id = Some(req.account.clone());
+    run.provider = Some(*provider);
+    run
 }
 
 /// Creates the bootstrap team and administrator if no user has the configured email yet. Returns true

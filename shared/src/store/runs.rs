@@ -75,6 +75,35 @@ pub struct RunDoc {
     pub finalize_pending: bool,
 }
 
+impl RunDoc {
+    /// A new run, `queued` now, with nothing to scan yet (callers fill in scope and SubJob count).
+    pub fn queued(id: RunId, team: TeamId, kind: RunKind, scan_type: &str, trigger: &str, by: Option<UserId>) -> Self {
+        Self {
+            id,
+            team_id: team,
+            kind,
+            account_id: None,
+            provider: None,
+            target: None,
+            scan_type: scan_type.to_string(),
+            regions: Vec::new(),
+            tools: Vec::new(),
+            status: RunStatus::Queued,
+            sub_jobs_count: 0,
+            cancel_requested: false,
+            trigger: trigger.to_string(),
+            created_by: by,
+            created_at: Timestamp::now(),
+            started_at: None,
+            finished_at: None,
+            estimated_completion: None,
+            counts: None,
+            summary: None,
+            finalize_pending: false,
+        }
+    }
+}
+
 pub async fn insert(db: &Mongo, run: &RunDoc) -> StoreResult<()> {
     db.scan_runs.insert_one(bson::serialize_to_document(run)?).await?;
     Ok(())
@@ -188,30 +217,9 @@ pub async fn finalize(db: &Mongo, id: &RunId) -> StoreResult<Option<RunStatus>> 
     if counts.failed + counts.timed_out > 0 {
         summary.warnings = warnings(db, id).await?;
     }
-    let now = Timestamp::now();
-    let r = db
-        .scan_runs
-        .update_one(
-            doc! { "_id": id, "status": { "$in": ["queued", "running"] } },
-            doc! { "$set": {
-                "status": final_status.as_str(),
-                "counts": bson::serialize_to_bson(&counts)?,
-                "summary": bson::serialize_to_bson(&summary)?,
-                "finished_at": now,
-                "updated_at": now,
-                "finalize_pending": true,
-            } },
-        )
-        .await?;
-    if r.modified_count == 1 {
+    if end_run(db, run, final_status, counts, summary).await? {
         tracing::info!(run.id = %id, status = %final_status, total = counts.total(), completed = counts.completed,
             failed = counts.failed, timed_out = counts.timed_out, cancelled = counts.cancelled, "run finished");
-        let mut done = run;
-        done.status = final_status;
-        done.counts = Some(counts);
-        done.summary = Some(summary);
-        done.finished_at = Some(now);
-        finish_side_effects(db, &done).await?;
     }
     Ok(Some(final_status))
 }
@@ -223,7 +231,6 @@ const CREATION_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
 async fn fail_incomplete(db: &Mongo, run: &RunDoc, counts: &SubJobCounts) -> StoreResult<Option<RunStatus>> {
     // Stop what was created, then end the run with a clear reason.
     subjobs::cancel_run(db, &run.id).await?;
-    let now = Timestamp::now();
     let summary = RunSummary {
         warnings: vec![format!(
             "the scan was only partly created ({} of {} sub-jobs) and was abandoned",
@@ -232,13 +239,27 @@ async fn fail_incomplete(db: &Mongo, run: &RunDoc, counts: &SubJobCounts) -> Sto
         )],
         ..RunSummary::default()
     };
+    end_run(db, run.clone(), RunStatus::Failed, *counts, summary).await?;
+    Ok(Some(RunStatus::Failed))
+}
+
+/// Switches an active run to its final state, once (a compare-and-set on the state), then does the side
+/// effects. Returns whether this call made the switch.
+async fn end_run(
+    db: &Mongo,
+    mut run: RunDoc,
+    status: RunStatus,
+    counts: SubJobCounts,
+    summary: RunSummary,
+) -> StoreResult<bool> {
+    let now = Timestamp::now();
     let r = db
         .scan_runs
         .update_one(
             doc! { "_id": &run.id, "status": { "$in": ["queued", "running"] } },
             doc! { "$set": {
-                "status": "failed",
-                "counts": bson::serialize_to_bson(counts)?,
+                "status": status.as_str(),
+                "counts": bson::serialize_to_bson(&counts)?,
                 "summary": bson::serialize_to_bson(&summary)?,
                 "finished_at": now,
                 "updated_at": now,
@@ -246,13 +267,15 @@ async fn fail_incomplete(db: &Mongo, run: &RunDoc, counts: &SubJobCounts) -> Sto
             } },
         )
         .await?;
-    if r.modified_count == 1 {
-        let mut done = run.clone();
-        done.status = RunStatus::Failed;
-        done.summary = Some(summary);
-        finish_side_effects(db, &done).await?;
+    if r.modified_count != 1 {
+        return Ok(false);
     }
-    Ok(Some(RunStatus::Failed))
+    run.status = status;
+    run.counts = Some(counts);
+    run.summary = Some(summary);
+    run.finished_at = Some(now);
+    finish_side_effects(db, &run).await?;
+    Ok(true)
 }
 
 async fn finish_side_effects(db: &Mongo, run: &RunDoc) -> StoreResult<()> {

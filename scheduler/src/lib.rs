@@ -81,7 +81,13 @@ impl SchedulerApp {
         let (stop_tx, stop_rx) = watch::channel(false);
         tracing::info!(addr = %self.listener.local_addr()?, "scheduler starting");
         let ops_task = tokio::spawn(ops::serve(self.listener, self.ops_router, wait_true(stop_rx.clone())));
-        let s = Arc::new(Loops { mongo: self.mongo, queues: self.queues, metrics: self.metrics, config: self.config });
+        let s = Arc::new(Loops {
+            mongo: self.mongo,
+            queues: self.queues,
+            metrics: self.metrics,
+            config: self.config,
+            sweep_cursor: std::sync::Mutex::new(None),
+        });
         let tasks = vec![
             tokio::spawn(every(s.config.reaper_interval, stop_rx.clone(), {
                 let s = s.clone();
@@ -121,6 +127,7 @@ struct Loops {
     queues: Queues,
     metrics: Metrics,
     config: SchedulerConfig,
+    sweep_cursor: std::sync::Mutex<Option<cspm_shared::ids::RunId>>,
 }
 
 impl Loops {
@@ -133,16 +140,18 @@ impl Loops {
                     self.metrics.count("requeued", 1);
                     tracing::warn!(run.id = %run, "re-queued a sub-job whose worker stopped renewing its lease");
                 }
-                Reaped::Failed(run) => {
-                    self.metrics.count("failed", 1);
+                Reaped::Ended(run) => {
+                    self.metrics.count("ended", 1);
                     let _ = self.queues.count_finished(run, 1).await;
-                    tracing::warn!(run.id = %run, "failed a sub-job whose workers were lost too many times");
+                    tracing::warn!(run.id = %run, "ended a sub-job whose worker was lost (attempts used up, or a cancel pending)");
                     runs_to_check.push(run.clone());
                 }
             }
         }
         for run in runs_to_check {
-            runs::finalize(&self.mongo, &run).await?;
+            if let Err(e) = runs::finalize(&self.mongo, &run).await {
+                tracing::warn!(run.id = %run, error = %e, "roll-up failed; the sweep will retry");
+            }
         }
         if !reaped.is_empty() {
             dispatch::feed_all(&self.mongo, &self.queues, 500).await?;
@@ -156,15 +165,26 @@ impl Loops {
         Ok(())
     }
 
+    /// Each part on its own: a failure of one (Redis away, one run's roll-up) does not skip the others.
     async fn sweep(&self) -> anyhow::Result<()> {
-        let lost =
-            dispatch::recover_lost_messages(&self.mongo, &self.queues, self.config.lost_message_after, 500).await?;
-        self.metrics.count("redispatched", lost);
-        for run in runs::needing_roll_up(&self.mongo, 500).await? {
-            if let Some(status) = runs::finalize(&self.mongo, &run).await? {
-                tracing::debug!(run.id = %run, %status, "roll-up sweep");
-                self.metrics.count("swept", 1);
+        match dispatch::recover_lost_messages(&self.mongo, &self.queues, self.config.lost_message_after, 500).await {
+            Ok(n) => self.metrics.count("redispatched", n),
+            Err(e) => tracing::warn!(error = %e, "lost-message recovery failed; will retry"),
+        }
+        // A page of runs per sweep, resuming where the last one stopped, so that every run is visited
+        // however many are active.
+        let after = self.sweep_cursor.lock().map(|c| c.clone()).unwrap_or(None);
+        let page = runs::needing_roll_up(&self.mongo, after.as_ref(), 500).await?;
+        let next = if page.len() < 500 { None } else { page.last().cloned() };
+        for run in &page {
+            match runs::finalize(&self.mongo, run).await {
+                Ok(Some(status)) if status.is_terminal() => self.metrics.count("swept", 1),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(run.id = %run, error = %e, "roll-up failed; will retry"),
             }
+        }
+        if let Ok(mut c) = self.sweep_cursor.lock() {
+            *c = next;
         }
         Ok(())
     }

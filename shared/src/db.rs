@@ -30,6 +30,7 @@ pub struct Mongo {
     pub scan_results: Collection<Document>,
     platform: Database,
     cloud_security: Database,
+    orchestration: Database,
 }
 
 impl Mongo {
@@ -62,8 +63,13 @@ impl Mongo {
             scan_results: native.collection("scan_results"),
             platform,
             cloud_security: cloud,
+            orchestration,
             client,
         }
+    }
+
+    pub fn sub_jobs_db(&self) -> &Database {
+        &self.orchestration
     }
 
     pub fn cloud_security_db(&self) -> &Database {

@@ -170,11 +170,12 @@ pub async fn start_cloud_scan(
             ));
         }
     }
-    if let Err(e) = persist(db, queues, QueueKind::Cloud, &run, jobs, limits).await {
+    if let Err(e) = runs::insert(db, &run).await {
         // Do not leave the account pointing at a run that was never written.
         let _ = accounts::release_active_run(db, &req.account, &run_id).await;
         return Err(e.into());
     }
+    persist(db, queues, QueueKind::Cloud, &run, jobs, limits).await?;
     Ok(Started { run, already_active: false })
 }
 
@@ -223,6 +224,7 @@ pub async fn start_network_scan(
         limits.native_timeout,
         |j| j.native = Some(NativeSpec { target: target.to_string(), ports: ports.clone(), scan_type: req.scan_type }),
     );
+    runs::insert(db, &run).await?;
     persist(db, queues, QueueKind::Native, &run, vec![job], limits).await?;
     Ok(run)
 }
@@ -314,11 +316,23 @@ async fn persist(
     jobs: Vec<SubJobDoc>,
     limits: &RunLimits,
 ) -> StoreResult<()> {
-    // The run first, then its SubJobs: the roll-up waits until all `sub_jobs_count` SubJobs exist, so a
-    // SubJob that finishes before its siblings are written cannot end the run early.
-    runs::insert(db, run).await?;
-    let all_admitted = dispatch::insert_and_admit(db, queues, kind, jobs).await?;
-    results::upsert_for_run(db, run).await?;
+    // Called once the run is written. Its SubJobs come after it: the roll-up waits until all
+    // `sub_jobs_count` SubJobs exist, so a SubJob that finishes before its siblings are written cannot end
+    // the run early. The unified record comes before them, so that it cannot overwrite a fast run's end.
+    if let Err(e) = results::upsert_for_run(db, run).await {
+        tracing::warn!(run.id = %run.id, error = %e, "could not write the scan record; the roll-up will");
+    }
+    let all_admitted = match dispatch::insert_and_admit(db, queues, kind, jobs).await {
+        Ok(all) => all,
+        Err(e) => {
+            // The run exists: end it (which also frees the account) rather than leave it half made. If
+            // the database is away for this too, the roll-up sweep abandons it after its grace period.
+            if let Err(e2) = runs::abandon(db, run, &format!("creating its sub-jobs failed: {e}")).await {
+                tracing::warn!(run.id = %run.id, error = %e2, "could not abandon a half-created run; the sweep will");
+            }
+            return Err(e);
+        }
+    };
     if !all_admitted {
         // What did not fit (or could not be pushed now) waits in MongoDB; feed what fits, and leave the
         // rest to the background feeders (workers, scheduler).

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod config;
+pub mod ledger;
 pub mod metrics;
 pub mod pipeline;
 pub mod poll;

@@ -17,12 +17,13 @@ use cspm_shared::ids::{RunId, SubJobId};
 use cspm_shared::queue::{Queues, SubJobMessage};
 use cspm_shared::store::findings::{self, FindingScope, NewFinding};
 use cspm_shared::store::runs;
-use cspm_shared::store::subjobs::{self, Claim, Lease, Outcome, Renewal, SubJobDoc};
+use cspm_shared::store::subjobs::{self, Claim, Finishing, HandBack, Lease, Outcome, Renewal, SubJobDoc};
 use cspm_shared::time::Timestamp;
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::Instrument;
 
 use crate::config::WorkerConfig;
+use crate::ledger::Ledger;
 use crate::metrics::WorkerMetrics;
 use crate::runner::{self, Exit, StopReason, StopSignal};
 use crate::tools::{Adapter, FindingSink, JobContext, Plan, canary};
@@ -39,11 +40,22 @@ pub struct WorkerCtx {
     pub inflight: Inflight,
     /// Runs this process has already marked `running` (spares one database write per SubJob).
     pub started_runs: Mutex<HashSet<RunId>>,
+    /// Claims and terminal transitions, batched across the SubJobs running here.
+    pub ledger: Ledger,
 }
 
 impl WorkerCtx {
     pub fn new(config: WorkerConfig, mongo: Mongo, queues: Queues, metrics: WorkerMetrics) -> Self {
-        Self { config, mongo, queues, metrics, inflight: Inflight::default(), started_runs: Mutex::new(HashSet::new()) }
+        let ledger = Ledger::start(mongo.clone(), config.name.clone(), config.lease);
+        Self {
+            config,
+            mongo,
+            queues,
+            metrics,
+            inflight: Inflight::default(),
+            started_runs: Mutex::new(HashSet::new()),
+            ledger,
+        }
     }
 
     /// Marks the run `running` unless this process already did.
@@ -78,20 +90,24 @@ impl WorkerCtx {
 /// The SubJobs running in this process, so that shutdown can hand them back.
 #[derive(Default)]
 pub struct Inflight {
-    stops: Mutex<HashMap<SubJobId, watch::Sender<Option<StopReason>>>>,
+    /// Keyed by delivery, not by SubJob: a duplicate delivery of a running SubJob must not hide it.
+    stops: Mutex<HashMap<u64, watch::Sender<Option<StopReason>>>>,
+    next: std::sync::atomic::AtomicU64,
     changed: Notify,
 }
 
 impl Inflight {
-    fn insert(&self, id: SubJobId, tx: watch::Sender<Option<StopReason>>) {
+    fn insert(&self, tx: watch::Sender<Option<StopReason>>) -> u64 {
+        let key = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Ok(mut m) = self.stops.lock() {
-            m.insert(id, tx);
+            m.insert(key, tx);
         }
+        key
     }
 
-    fn remove(&self, id: &SubJobId) {
+    fn remove(&self, key: u64) {
         if let Ok(mut m) = self.stops.lock() {
-            m.remove(id);
+            m.remove(&key);
         }
         self.changed.notify_waiters();
     }
@@ -147,9 +163,9 @@ pub async fn handle(ctx: Arc<WorkerCtx>, msg: SubJobMessage) -> Result<(), BoxDy
 async fn process(ctx: Arc<WorkerCtx>, msg: SubJobMessage) -> Result<(), StoreError> {
     // Registered before the claim, so that a shutdown never misses a SubJob between claim and start.
     let (stop_tx, stop_rx) = watch::channel(None);
-    ctx.inflight.insert(msg.subjob_id.clone(), stop_tx.clone());
+    let key = ctx.inflight.insert(stop_tx.clone());
     let result = deliver(&ctx, &msg, stop_tx, stop_rx).await;
-    ctx.inflight.remove(&msg.subjob_id);
+    ctx.inflight.remove(key);
     result
 }
 
@@ -160,7 +176,7 @@ async fn deliver(
     stop_rx: StopSignal,
 ) -> Result<(), StoreError> {
     let db = &ctx.mongo;
-    let mut claim = subjobs::claim(db, &msg.subjob_id, &ctx.config.name, ctx.config.lease).await?;
+    let mut claim = ctx.ledger.claim(msg.subjob_id.clone()).await?;
     if let Claim::Busy { .. } = &claim {
         // A re-delivery after the queue lost track of a worker: if that worker is dead, its lease lapses
         // within one lease period; wait for that rather than dropping the message.
@@ -172,7 +188,7 @@ async fn deliver(
                 let mut stop = stop_rx.clone();
                 tokio::select! {
                     _ = tokio::time::sleep(wait + Duration::from_millis(500)) => {
-                        claim = subjobs::claim(db, &msg.subjob_id, &ctx.config.name, ctx.config.lease).await?;
+                        claim = ctx.ledger.claim(msg.subjob_id.clone()).await?;
                     }
                     _ = stop.changed() => {}
                 }
@@ -273,16 +289,20 @@ async fn run_claimed(
         }
         Ending::Stopped(StopReason::Shutdown) => {
             let handed = subjobs::hand_back(db, &job.id, &lease, "handed back by a worker shutting down").await?;
-            tracing::info!(handed, "sub-job handed back at shutdown");
+            tracing::info!(?handed, "sub-job handed back at shutdown");
             ctx.metrics.ended(&tool, "handed_back", seconds);
             remove_dir(&workdir).await;
+            if handed == HandBack::Cancelled {
+                ctx.finished_one(&job.run_id, job.run_size, true).await?;
+            }
             return Ok(());
         }
     };
     if !keep_output {
         remove_dir(&workdir).await;
     }
-    let transitioned = subjobs::finish(db, &job.id, &lease, status, &outcome).await?;
+    let finishing = Finishing { id: job.id.clone(), lease: lease.clone(), status, outcome: outcome.clone() };
+    let transitioned = ctx.ledger.finish(finishing).await?;
     if !transitioned {
         tracing::warn!(%status, "the sub-job was taken over before it finished; result not recorded");
         ctx.metrics.ended(&tool, "lease_lost", seconds);
@@ -301,18 +321,30 @@ async fn run_claimed(
 /// Renews the lease every third of its length, and turns a cancel request or a lost lease into a stop.
 async fn keep_lease(db: Mongo, id: SubJobId, lease: Lease, length: Duration, stop: watch::Sender<Option<StopReason>>) {
     let every = length / 3;
+    let mut held_until = tokio::time::Instant::now() + length;
     loop {
         tokio::time::sleep(every).await;
         match subjobs::renew(&db, &id, &lease, length).await {
-            Ok(Renewal::Held { cancel: false }) => {}
-            Ok(Renewal::Held { cancel: true }) => {
-                let _ = stop.send(Some(StopReason::Cancelled));
+            Ok(Renewal::Held { cancel }) => {
+                held_until = tokio::time::Instant::now() + length;
+                if cancel {
+                    let _ = stop.send(Some(StopReason::Cancelled));
+                }
             }
             Ok(Renewal::Lost) => {
                 let _ = stop.send(Some(StopReason::LeaseLost));
                 return;
             }
-            Err(e) => tracing::warn!(error = %e, "lease renewal failed; retrying"),
+            Err(e) => {
+                // Cut off from the database: once the lease may have lapsed, another worker may be
+                // running the SubJob, so stop rather than run it twice.
+                if tokio::time::Instant::now() + every >= held_until {
+                    tracing::warn!(error = %e, "lease could not be renewed before it lapses; stopping the sub-job");
+                    let _ = stop.send(Some(StopReason::LeaseLost));
+                    return;
+                }
+                tracing::warn!(error = %e, "lease renewal failed; retrying");
+            }
         }
     }
 }
@@ -359,7 +391,7 @@ async fn execute(ctx: &WorkerCtx, job: &SubJobDoc, workdir: &Path, mut stop: Sto
             }
         }
     }
-    store(ctx, job, workdir, adapter).await
+    store(ctx, job, workdir, adapter, stop).await
 }
 
 /// The canary's "scan": waits, then succeeds, fails, crashes the process or hangs, as asked.
@@ -408,7 +440,7 @@ async fn simulate(
 }
 
 /// Parses on a blocking thread and stores batches as they come: memory holds at most a few batches.
-async fn store(ctx: &WorkerCtx, job: &SubJobDoc, workdir: &Path, adapter: Adapter) -> Ending {
+async fn store(ctx: &WorkerCtx, job: &SubJobDoc, workdir: &Path, adapter: Adapter, stop: StopSignal) -> Ending {
     let (tx, mut rx) = mpsc::channel::<Vec<NewFinding>>(2);
     let parse_job = job.clone();
     let dir: PathBuf = workdir.to_path_buf();
@@ -429,8 +461,13 @@ async fn store(ctx: &WorkerCtx, job: &SubJobDoc, workdir: &Path, adapter: Adapte
     };
     let mut outcome = Outcome::default();
     let mut store_error = None;
+    let mut lease_lost = false;
     while let Some(batch) = rx.recv().await {
-        if store_error.is_some() {
+        if *stop.borrow() == Some(StopReason::LeaseLost) {
+            // Another worker may own the SubJob now: write nothing more.
+            lease_lost = true;
+        }
+        if store_error.is_some() || lease_lost {
             continue; // drain so the parser can finish
         }
         match findings::upsert_batch(&ctx.mongo, &scope, &batch).await {
@@ -446,6 +483,17 @@ async fn store(ctx: &WorkerCtx, job: &SubJobDoc, workdir: &Path, adapter: Adapte
         }
     }
     let parsed = parser.await;
+    if lease_lost {
+        return Ending::Stopped(StopReason::LeaseLost);
+    }
+    if job.attempts > 1 {
+        // An earlier attempt may have stored some of these findings before it died: count as new
+        // those this SubJob stored first, whichever attempt it was.
+        match findings::count(&ctx.mongo, bson::doc! { "first_subjob_id": &job.id }).await {
+            Ok(n) => outcome.new_findings = n as i64,
+            Err(e) => store_error = Some(e),
+        }
+    }
     if let Some(e) = store_error {
         return Ending::Failed(format!("storing findings failed: {e}"), outcome);
     }

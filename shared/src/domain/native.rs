@@ -129,6 +129,23 @@ pub fn classify(ip: IpAddr) -> AddressClass {
                 return classify(IpAddr::V4(v4));
             }
             let seg = v6.segments();
+            let embedded =
+                |hi: u16, lo: u16| IpAddr::V4(std::net::Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo)));
+            // Addresses that carry an IPv4 address reach it: judge them by it. IPv4-compatible (::/96),
+            // NAT64 (64:ff9b::/96, 64:ff9b:1::/48) and 6to4 (2002::/16).
+            if seg[..6] == [0, 0, 0, 0, 0, 0] && !v6.is_loopback() && !v6.is_unspecified() {
+                return classify(embedded(seg[6], seg[7]));
+            }
+            if seg[0] == 0x64 && seg[1] == 0xff9b && (seg[2..6] == [0, 0, 0, 0] || seg[2] == 1) {
+                return classify(embedded(seg[6], seg[7]));
+            }
+            if seg[0] == 0x2002 {
+                return classify(embedded(seg[1], seg[2]));
+            }
+            // Teredo hides its IPv4 end point: never scanned.
+            if seg[0] == 0x2001 && seg[1] == 0 {
+                return AddressClass::Forbidden;
+            }
             if v6.is_loopback() {
                 AddressClass::Loopback
             } else if v6.is_unspecified()
@@ -296,6 +313,13 @@ mod tests {
         for never in ["169.254.169.254", "0.0.0.0", "fe80::1", "fd00:ec2::254", "224.0.0.1", "255.255.255.255"] {
             assert!(open.check(ip(never)).is_err(), "{never}");
         }
+        // IPv6 forms that reach an IPv4 address are judged by that address.
+        for wrapped in
+            ["64:ff9b::a00:1", "2002:a00:1::1", "::10.0.0.1", "64:ff9b::7f00:1", "2002:a9fe:a9fe::1", "2001:0:1::1"]
+        {
+            assert!(strict.check(ip(wrapped)).is_err(), "{wrapped}");
+        }
+        assert!(strict.check(ip("64:ff9b::808:808")).is_ok(), "NAT64 of a public address");
     }
 
     #[tokio::test]

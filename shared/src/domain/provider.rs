@@ -132,13 +132,13 @@ fn is_guid(v: &str) -> bool {
 /// A region name as the provider spells it (`eu-west-1`, `global`); custom region ids are allowed.
 pub fn validate_region(region: &str) -> Result<String, String> {
     let r = region.trim();
-    let ok = !r.is_empty()
-        && r.len() <= 64
+    let ok = r.len() <= 64
+        && r.as_bytes().first().is_some_and(u8::is_ascii_lowercase)
         && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
     if ok {
         Ok(r.to_string())
     } else {
-        Err(format!("`{region}` is not a region name (lowercase letters, digits, '-')"))
+        Err(format!("`{region}` is not a region name (lowercase letters, digits and '-', starting with a letter)"))
     }
 }
 
@@ -177,5 +177,6 @@ mod tests {
         assert!(validate_region("eu-west-1").is_ok());
         assert!(validate_region("EU West").is_err());
         assert!(validate_region("").is_err());
+        assert!(validate_region("-rf").is_err(), "a region must not look like an option");
     }
 }

@@ -105,6 +105,7 @@ pub async fn upsert_batch(db: &Mongo, scope: &FindingScope, batch: &[NewFinding]
                     "status": "open",
                     "first_seen": scope.seen_at,
                     "first_run_id": &scope.run_id,
+                    "first_subjob_id": &scope.subjob_id,
                 },
             },
             "upsert": true,

@@ -202,6 +202,11 @@ pub async fn finalize(db: &Mongo, id: &RunId) -> StoreResult<Option<RunStatus>> 
         }
         return Ok(Some(run.status));
     }
+    if run.cancel_requested {
+        // Nothing queued may outlive a cancel (a SubJob re-queued after its worker died would wait for
+        // a dispatch that never comes).
+        subjobs::cancel_run(db, id).await?;
+    }
     let (counts, mut summary) = tally(db, id).await?;
     if (counts.total() as i64) < run.sub_jobs_count {
         // Still being created, or its creator died half-way (then, after a grace period, fail it).
@@ -229,18 +234,23 @@ pub async fn finalize(db: &Mongo, id: &RunId) -> StoreResult<Option<RunStatus>> 
 const CREATION_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
 
 async fn fail_incomplete(db: &Mongo, run: &RunDoc, counts: &SubJobCounts) -> StoreResult<Option<RunStatus>> {
-    // Stop what was created, then end the run with a clear reason.
-    subjobs::cancel_run(db, &run.id).await?;
-    let summary = RunSummary {
-        warnings: vec![format!(
-            "the scan was only partly created ({} of {} sub-jobs) and was abandoned",
-            counts.total(),
-            run.sub_jobs_count
-        )],
-        ..RunSummary::default()
-    };
-    end_run(db, run.clone(), RunStatus::Failed, *counts, summary).await?;
+    let reason = format!(
+        "the scan was only partly created ({} of {} sub-jobs) and was abandoned",
+        counts.total(),
+        run.sub_jobs_count
+    );
+    abandon(db, run, &reason).await?;
     Ok(Some(RunStatus::Failed))
+}
+
+/// Ends a run that cannot go on (its creation failed half-way): what was created is cancelled, the run
+/// ends `failed` with the reason, and its account is released.
+pub async fn abandon(db: &Mongo, run: &RunDoc, reason: &str) -> StoreResult<()> {
+    subjobs::cancel_run(db, &run.id).await?;
+    let (counts, _) = tally(db, &run.id).await?;
+    let summary = RunSummary { warnings: vec![reason.to_string()], ..RunSummary::default() };
+    end_run(db, run.clone(), RunStatus::Failed, counts, summary).await?;
+    Ok(())
 }
 
 /// Switches an active run to its final state, once (a compare-and-set on the state), then does the side
@@ -347,14 +357,12 @@ async fn warnings(db: &Mongo, id: &RunId) -> StoreResult<Vec<String>> {
 
 /// Runs that may need a roll-up: active ones (their last SubJob may have finished while its worker died
 /// before rolling up), and finished ones whose side effects did not complete.
-pub async fn needing_roll_up(db: &Mongo, limit: i64) -> StoreResult<Vec<RunId>> {
-    let cursor = db
-        .scan_runs
-        .find(doc! { "$or": [ { "status": { "$in": ["queued", "running"] } }, { "finalize_pending": true } ] })
-        .projection(doc! { "_id": 1 })
-        .sort(doc! { "_id": 1 })
-        .limit(limit)
-        .await?;
+pub async fn needing_roll_up(db: &Mongo, after: Option<&RunId>, limit: i64) -> StoreResult<Vec<RunId>> {
+    let mut filter = doc! { "$or": [ { "status": { "$in": ["queued", "running"] } }, { "finalize_pending": true } ] };
+    if let Some(a) = after {
+        filter.insert("_id", doc! { "$gt": a });
+    }
+    let cursor = db.scan_runs.find(filter).projection(doc! { "_id": 1 }).sort(doc! { "_id": 1 }).limit(limit).await?;
     let docs: Vec<Document> = cursor.try_collect().await?;
     docs.into_iter()
         .map(|d| {

@@ -160,58 +160,101 @@ pub enum Claim {
     Missing,
 }
 
+fn lease_fields(owner: &str, token: &str, now: Timestamp, lease: Duration) -> Document {
+    doc! {
+        "status": "running",
+        "lease_owner": owner,
+        "lease_token": token,
+        "lease_expires_at": now.plus(lease),
+        "started_at": now,
+        "updated_at": now,
+    }
+}
+
+/// The fast path of the claim, for many SubJobs at once: every one of `ids` that is queued (and not being
+/// cancelled) becomes `running` under one lease token, with one more attempt. Returns those claimed;
+/// the others need [`claim`]. One round trip for one SubJob, two for a batch (an `update_many` and the
+/// `find` of what it claimed), whatever the batch size.
+pub async fn claim_queued(
+    db: &Mongo,
+    ids: &[SubJobId],
+    owner: &str,
+    lease: Duration,
+) -> StoreResult<Vec<(SubJobDoc, Lease)>> {
+    let now = Timestamp::now();
+    let token = ulid::Ulid::generate().to_string();
+    let update = doc! { "$set": lease_fields(owner, &token, now, lease), "$inc": { "attempts": 1 } };
+    let lease_of = || Lease { owner: owner.to_string(), token: token.clone() };
+    let docs: Vec<Document> = match ids {
+        [] => return Ok(Vec::new()),
+        [id] => db
+            .sub_jobs
+            .find_one_and_update(doc! { "_id": id, "status": "queued", "cancel_requested": false }, update)
+            .return_document(ReturnDocument::After)
+            .await?
+            .into_iter()
+            .collect(),
+        _ => {
+            let list: Vec<bson::Bson> = ids.iter().map(bson::Bson::from).collect();
+            db.sub_jobs
+                .update_many(
+                    doc! { "_id": { "$in": list.clone() }, "status": "queued", "cancel_requested": false },
+                    update,
+                )
+                .await?;
+            db.sub_jobs.find(doc! { "_id": { "$in": list }, "lease_token": &token }).await?.try_collect().await?
+        }
+    };
+    docs.into_iter().map(|d| Ok((bson::deserialize_from_document::<SubJobDoc>(d)?, lease_of()))).collect()
+}
+
 /// Starts a SubJob: `queued → running` with a fresh lease and one more attempt; or, for a SubJob whose
 /// owner stopped renewing its lease, takes it over (counting the attempt) or fails it when the attempts
 /// are used up.
 pub async fn claim(db: &Mongo, id: &SubJobId, owner: &str, lease: Duration) -> StoreResult<Claim> {
-    let now = Timestamp::now();
-    let token = ulid::Ulid::generate().to_string();
-    let set_lease = doc! {
-        "status": "running",
-        "lease_owner": owner,
-        "lease_token": &token,
-        "lease_expires_at": now.plus(lease),
-        "started_at": now,
-        "updated_at": now,
-    };
-    let fresh = db
-        .sub_jobs
-        .find_one_and_update(
-            doc! { "_id": id, "status": "queued", "cancel_requested": false },
-            doc! { "$set": set_lease.clone(), "$inc": { "attempts": 1 } },
-        )
-        .return_document(ReturnDocument::After)
-        .await?;
-    if let Some(d) = fresh {
-        let job: SubJobDoc = bson::deserialize_from_document(d)?;
-        return Ok(Claim::Claimed(Box::new(job), Lease { owner: owner.to_string(), token }));
+    if let Some((job, l)) = claim_queued(db, std::slice::from_ref(id), owner, lease).await?.pop() {
+        return Ok(Claim::Claimed(Box::new(job), l));
     }
+    claim_contended(db, id, owner, lease).await
+}
 
+/// The claim of a SubJob that was not simply queued: finished, cancelled, or running under a lease
+/// (live: a duplicate delivery; lapsed: its worker died).
+pub async fn claim_contended(db: &Mongo, id: &SubJobId, owner: &str, lease: Duration) -> StoreResult<Claim> {
+    let now = Timestamp::now();
     let Some(current) = get(db, id).await? else {
         return Ok(Claim::Missing);
     };
     match current.status {
         s if s.is_terminal() => Ok(Claim::Finished(s)),
-        SubJobStatus::Queued => {
-            // Queued but not claimable: a cancel is pending on it. Finish it as cancelled.
+        SubJobStatus::Queued if current.cancel_requested => {
+            // A cancel is pending on it: finish it as cancelled.
             Ok(if cancel_queued_one(db, id).await? {
                 Claim::CancelledNow
             } else {
                 Claim::Finished(SubJobStatus::Cancelled)
             })
         }
+        // Queued again in between (handed back or re-queued): claim it normally.
+        SubJobStatus::Queued => Box::pin(claim(db, id, owner, lease)).await,
         _ => {
             let expired = current.lease_expires_at.is_none_or(|t| t < now);
             if !expired {
                 return Ok(Claim::Busy { owner: current.lease_owner.unwrap_or_default() });
             }
             let old_token = current.lease_token.clone().unwrap_or_default();
+            if current.cancel_requested {
+                // Its worker died while the run was being cancelled: end it as the user asked.
+                let ended = end_abandoned(db, id, &old_token, SubJobStatus::Cancelled, CANCELLED_WORKER_LOST).await?;
+                return Ok(if ended { Claim::CancelledNow } else { Claim::Busy { owner: String::new() } });
+            }
             if current.attempts >= current.max_attempts {
                 let reason = lost_worker_reason(&current);
-                let failed = fail_abandoned(db, id, &old_token, &reason).await?;
+                let failed = end_abandoned(db, id, &old_token, SubJobStatus::Failed, &reason).await?;
                 return Ok(if failed { Claim::Exhausted } else { Claim::Busy { owner: String::new() } });
             }
-            let mut takeover = set_lease;
+            let token = ulid::Ulid::generate().to_string();
+            let mut takeover = lease_fields(owner, &token, now, lease);
             takeover.insert("last_interruption", lost_worker_note(&current));
             let taken = db
                 .sub_jobs
@@ -286,6 +329,15 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
+/// One SubJob's end, as its owner reports it.
+#[derive(Debug, Clone)]
+pub struct Finishing {
+    pub id: SubJobId,
+    pub lease: Lease,
+    pub status: SubJobStatus,
+    pub outcome: Outcome,
+}
+
 /// `running → completed | failed | timed_out | cancelled`, once, by the lease owner. Returns whether this
 /// call made the transition.
 pub async fn finish(
@@ -295,38 +347,85 @@ pub async fn finish(
     status: SubJobStatus,
     outcome: &Outcome,
 ) -> StoreResult<bool> {
-    debug_assert!(status.is_terminal());
+    let one = Finishing { id: id.clone(), lease: lease.clone(), status, outcome: outcome.clone() };
+    Ok(finish_many(db, std::slice::from_ref(&one)).await?.first().copied().unwrap_or(false))
+}
+
+/// [`finish`] for many SubJobs in one round trip (one `update` command, a statement each, each guarded by
+/// its own lease token). Returns, in order, whether each transition was made by this call: when the
+/// server reports fewer changes than statements, the batch's own marker tells which ones.
+pub async fn finish_many(db: &Mongo, items: &[Finishing]) -> StoreResult<Vec<bool>> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
     let now = Timestamp::now();
-    let r = db
-        .sub_jobs
-        .update_one(
-            doc! { "_id": id, "status": "running", "lease_token": &lease.token },
-            doc! {
-                "$set": {
-                    "status": status.as_str(),
-                    "finished_at": now,
-                    "updated_at": now,
-                    "findings_count": outcome.findings_count,
-                    "new_findings": outcome.new_findings,
-                    "severity": bson::serialize_to_bson(&outcome.severity)?,
-                    "error": outcome.error.clone(),
-                    "lease_token": bson::Bson::Null,
-                    "lease_expires_at": bson::Bson::Null,
-                }
-            },
-        )
+    let marker = ulid::Ulid::generate().to_string();
+    let mut updates = Vec::with_capacity(items.len());
+    for f in items {
+        debug_assert!(f.status.is_terminal());
+        updates.push(bson::Bson::Document(doc! {
+            "q": { "_id": &f.id, "status": "running", "lease_token": &f.lease.token },
+            "u": { "$set": {
+                "status": f.status.as_str(),
+                "finished_at": now,
+                "updated_at": now,
+                "findings_count": f.outcome.findings_count,
+                "new_findings": f.outcome.new_findings,
+                "severity": bson::serialize_to_bson(&f.outcome.severity)?,
+                "error": f.outcome.error.clone(),
+                "lease_token": bson::Bson::Null,
+                "lease_expires_at": bson::Bson::Null,
+                "finish_marker": &marker,
+            } },
+        }));
+    }
+    let reply = db
+        .sub_jobs_db()
+        .run_command(doc! { "update": db.sub_jobs.name(), "updates": updates, "ordered": false })
         .await?;
-    Ok(r.modified_count == 1)
+    if let Ok(errors) = reply.get_array("writeErrors")
+        && !errors.is_empty()
+    {
+        return Err(StoreError::Database(format!("{} sub-job update(s) failed: {:?}", errors.len(), errors.first())));
+    }
+    if number(&reply, "nModified") == items.len() as i64 {
+        return Ok(vec![true; items.len()]);
+    }
+    let list: Vec<bson::Bson> = items.iter().map(|f| bson::Bson::from(&f.id)).collect();
+    let done: Vec<Document> = db
+        .sub_jobs
+        .find(doc! { "_id": { "$in": list }, "finish_marker": &marker })
+        .projection(doc! { "_id": 1 })
+        .await?
+        .try_collect()
+        .await?;
+    let done: std::collections::HashSet<String> =
+        done.iter().filter_map(|d| d.get_str("_id").ok().map(str::to_string)).collect();
+    Ok(items.iter().map(|f| done.contains(f.id.as_str())).collect())
+}
+
+const CANCELLED_WORKER_LOST: &str = "cancelled (its worker stopped before it could stop the scan)";
+
+/// What a hand-back did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandBack {
+    /// Queued again for another worker.
+    Requeued,
+    /// A cancel was pending: it ended `cancelled` instead.
+    Cancelled,
+    /// It was no longer ours.
+    Lost,
 }
 
 /// `running → queued` by the owner (graceful shutdown): the attempt is not counted against the SubJob,
-/// and the dispatcher sends it to another worker.
-pub async fn hand_back(db: &Mongo, id: &SubJobId, lease: &Lease, why: &str) -> StoreResult<bool> {
+/// and the dispatcher sends it to another worker. A SubJob whose run is being cancelled ends
+/// `cancelled` instead (a queued SubJob with a cancel pending would never be dispatched again).
+pub async fn hand_back(db: &Mongo, id: &SubJobId, lease: &Lease, why: &str) -> StoreResult<HandBack> {
     let now = Timestamp::now();
     let r = db
         .sub_jobs
         .update_one(
-            doc! { "_id": id, "status": "running", "lease_token": &lease.token },
+            doc! { "_id": id, "status": "running", "lease_token": &lease.token, "cancel_requested": false },
             doc! {
                 "$set": {
                     "status": "queued",
@@ -342,11 +441,25 @@ pub async fn hand_back(db: &Mongo, id: &SubJobId, lease: &Lease, why: &str) -> S
             },
         )
         .await?;
-    Ok(r.modified_count == 1)
+    if r.modified_count == 1 {
+        return Ok(HandBack::Requeued);
+    }
+    Ok(if end_abandoned(db, id, &lease.token, SubJobStatus::Cancelled, "cancelled while running").await? {
+        HandBack::Cancelled
+    } else {
+        HandBack::Lost
+    })
 }
 
-/// Fails a running SubJob whose owner vanished, guarded by the vanished owner's token.
-async fn fail_abandoned(db: &Mongo, id: &SubJobId, old_token: &str, reason: &str) -> StoreResult<bool> {
+/// Ends a running SubJob whose owner vanished (or is handing it back) as `failed` or `cancelled`, guarded
+/// by that owner's token.
+async fn end_abandoned(
+    db: &Mongo,
+    id: &SubJobId,
+    old_token: &str,
+    status: SubJobStatus,
+    reason: &str,
+) -> StoreResult<bool> {
     let now = Timestamp::now();
     let r = db
         .sub_jobs
@@ -354,7 +467,7 @@ async fn fail_abandoned(db: &Mongo, id: &SubJobId, old_token: &str, reason: &str
             doc! { "_id": id, "status": "running", "lease_token": old_token },
             doc! {
                 "$set": {
-                    "status": "failed",
+                    "status": status.as_str(),
                     "error": reason,
                     "finished_at": now,
                     "updated_at": now,
@@ -370,8 +483,10 @@ async fn fail_abandoned(db: &Mongo, id: &SubJobId, old_token: &str, reason: &str
 /// What the reaper did with one SubJob whose lease expired.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reaped {
+    /// Queued again (the attempt stays counted).
     Requeued(RunId),
-    Failed(RunId),
+    /// Ended: failed (attempts used up) or cancelled (a cancel was pending). Count it and roll up.
+    Ended(RunId),
 }
 
 /// Finds running SubJobs whose owner stopped renewing its lease, and re-queues them (the attempt stays
@@ -385,9 +500,16 @@ pub async fn reap_expired_leases(db: &Mongo, limit: i64) -> StoreResult<Vec<Reap
     for d in docs {
         let job: SubJobDoc = bson::deserialize_from_document(d)?;
         let token = job.lease_token.clone().unwrap_or_default();
-        if job.attempts >= job.max_attempts {
-            if fail_abandoned(db, &job.id, &token, &lost_worker_reason(&job)).await? {
-                out.push(Reaped::Failed(job.run_id.clone()));
+        let ending = if job.cancel_requested {
+            Some((SubJobStatus::Cancelled, CANCELLED_WORKER_LOST.to_string()))
+        } else if job.attempts >= job.max_attempts {
+            Some((SubJobStatus::Failed, lost_worker_reason(&job)))
+        } else {
+            None
+        };
+        if let Some((status, reason)) = ending {
+            if end_abandoned(db, &job.id, &token, status, &reason).await? {
+                out.push(Reaped::Ended(job.run_id.clone()));
             }
             continue;
         }

@@ -116,3 +116,27 @@ async fn a_subjob_that_kills_its_worker_three_times_fails_with_the_reason() {
     let error = job["error"].as_str().unwrap_or_default();
     assert!(error.contains("lost 3 times"), "{error}");
 }
+
+#[tokio::test]
+async fn a_cancelled_run_whose_worker_dies_before_stopping_still_ends_cancelled() {
+    let mut fleet = Fleet::start(&[]).await;
+    let victim = fleet.add_worker(&[FAST_LEASE[0]]);
+    let token = fleet.admin().await;
+    let account = fleet.api.aws_account(&token, "350000000001", &["us-east-1", "eu-west-1"]).await;
+    let run = start_canary(&fleet, &token, &account, &["canary"], json!({ "duration_ms": 120_000 })).await;
+    wait_until(Duration::from_secs(60), "both sub-jobs to run", || async {
+        let (_, s) = fleet.api.get(&token, &format!("/api/cloud-scans/{run}/status")).await;
+        (s["progress"]["running"] == json!(2)).then_some(())
+    })
+    .await;
+    // Cancel, and kill the worker before its next lease renewal can notice.
+    let (s, c) = fleet.api.delete(&token, &format!("/api/cloud-scans/{run}")).await;
+    assert_eq!(s, 202, "{c}");
+    fleet.workers[victim].sigkill();
+    fleet.add_worker(&[FAST_LEASE[0]]);
+    let status = fleet.api.wait_finished(&token, &run, Duration::from_secs(60)).await;
+    assert_eq!(status["status"], json!("cancelled"), "{status}");
+    assert_eq!(status["progress"]["cancelled"], json!(2));
+    let (_, account_view) = fleet.api.get(&token, &format!("/api/cloud-accounts/{account}")).await;
+    assert_eq!(account_view["active_run_id"], json!(null), "the account is free again");
+}

@@ -30,7 +30,19 @@ pub fn find_executable(program: &str) -> Option<std::path::PathBuf> {
     std::env::split_paths(&path).map(|d| d.join(program)).find(|p| is_exec(p))
 }
 
-pub async fn run(spec: &ProcessSpec, timeout: Duration, mut stop: StopSignal) -> std::io::Result<RunReport> {
+pub async fn run(spec: &ProcessSpec, timeout: Duration, stop: StopSignal) -> std::io::Result<RunReport> {
+    let report = run_process(spec, timeout, stop).await;
+    for f in &spec.secret_files {
+        if let Err(e) = std::fs::remove_file(f)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(error = %e, file = %f.display(), "could not remove a credential file");
+        }
+    }
+    report
+}
+
+async fn run_process(spec: &ProcessSpec, timeout: Duration, mut stop: StopSignal) -> std::io::Result<RunReport> {
     let started = Instant::now();
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
@@ -135,6 +147,7 @@ mod tests {
             env: vec![("SECRET_FOR_CHILD".into(), "v".into())],
             workdir: std::env::temp_dir(),
             ok_exit_codes: vec![3],
+            secret_files: vec![],
         }
     }
 

@@ -34,6 +34,9 @@ pub struct ProcessSpec {
     pub workdir: PathBuf,
     /// Exit codes that mean "finished" besides 0 (Prowler exits 3 when it found failing checks).
     pub ok_exit_codes: Vec<i32>,
+    /// Files holding secrets for the scanner (a credential file); removed as soon as it ends, whatever
+    /// the outcome, so that a kept output directory never keeps them.
+    pub secret_files: Vec<PathBuf>,
 }
 
 /// How a run ended.

@@ -75,6 +75,7 @@ pub async fn plan(ctx: &JobContext<'_>) -> Result<Plan, ToolError> {
         env: vec![],
         workdir: ctx.workdir.clone(),
         ok_exit_codes: vec![],
+        secret_files: vec![],
     }))
 }
 

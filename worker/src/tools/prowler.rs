@@ -46,6 +46,7 @@ pub async fn plan(ctx: &JobContext<'_>) -> Result<Plan, ToolError> {
     let creds = decrypt(ctx.config, &account)?;
     let mut args: Vec<String> = vec![provider.as_str().into()];
     let mut env = Vec::new();
+    let mut secret_files = Vec::new();
     match provider {
         Provider::Aws => {
             for (field, var) in [
@@ -79,6 +80,7 @@ pub async fn plan(ctx: &JobContext<'_>) -> Result<Plan, ToolError> {
                 .ok_or_else(|| ToolError::new("the GCP account has no service account key"))?;
             let path = write_secret_file(&ctx.workdir, "gcp-credentials.json", sa)?;
             args.extend(["--credentials-file".into(), path.display().to_string()]);
+            secret_files.push(path);
             args.extend(["--project-id".into(), account.provider_account_id.clone()]);
         }
     }
@@ -98,6 +100,7 @@ pub async fn plan(ctx: &JobContext<'_>) -> Result<Plan, ToolError> {
         workdir: ctx.workdir.clone(),
         // Prowler exits 3 when some checks failed: that is a finished scan with findings.
         ok_exit_codes: vec![3],
+        secret_files,
     }))
 }
 

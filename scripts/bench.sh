@@ -13,7 +13,9 @@ CSPM_STATE=${CSPM_STATE:-$(pwd)/.cspm/bench}
 SUBJOBS=${1:-5000}
 LATENCY_COUNT=${2:-1000}
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; stop_started; }
+# Stop the fleet, then the servers, then wait for the fleet only (the Mongo-wire server is a child too:
+# waiting for every child before stopping it would never return).
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; stop_started; wait "${PIDS[@]}" 2>/dev/null || true; }
 trap cleanup EXIT
 
 ensure_tools

@@ -15,10 +15,12 @@ ONCE=false
 [ "${1:-}" = "--once" ] && ONCE=true
 
 PIDS=()
+# Stop the fleet, then the servers, then wait for the fleet only (the Mongo-wire server is a child too:
+# waiting for every child before stopping it would never return).
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
   stop_started
+  wait "${PIDS[@]}" 2>/dev/null || true
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -125,4 +127,4 @@ The fleet is running. API: $API   (sign in as $DEFAULT_ADMIN_EMAIL / $DEFAULT_AD
   curl -s -H "Authorization: Bearer \$TOKEN" $API/api/cloud-scans
 Logs: $LOGS. Press Ctrl-C to stop everything.
 EOF
-wait
+wait "${PIDS[@]}"

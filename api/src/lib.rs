@@ -151,3 +151,20 @@ async fn try_prepare(mongo: &Mongo, state: &AppState) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+impl cspm_shared::ops::Service for Application {
+    type Config = ApiConfig;
+    const NAME: &'static str = "cspm-api";
+    fn common(config: &ApiConfig) -> &cspm_shared::settings::CommonSettings {
+        &config.common
+    }
+    async fn build(config: ApiConfig) -> anyhow::Result<Self> {
+        Application::build(config).await
+    }
+    async fn run_until_stopped(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        Application::run_until_stopped(self, shutdown).await
+    }
+}

@@ -223,3 +223,20 @@ async fn wait_true(mut rx: watch::Receiver<bool>) {
         }
     }
 }
+
+impl cspm_shared::ops::Service for SchedulerApp {
+    type Config = SchedulerConfig;
+    const NAME: &'static str = "cspm-scheduler";
+    fn common(config: &SchedulerConfig) -> &cspm_shared::settings::CommonSettings {
+        &config.common
+    }
+    async fn build(config: SchedulerConfig) -> anyhow::Result<Self> {
+        SchedulerApp::build(config).await
+    }
+    async fn run_until_stopped(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        SchedulerApp::run_until_stopped(self, shutdown).await
+    }
+}

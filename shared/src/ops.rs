@@ -157,3 +157,45 @@ pub async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
     tracing::info!("shutdown requested");
 }
+
+/// What every binary of the fleet is: a configuration loaded once, an application built from it, run
+/// until a shutdown signal. [`run_main`] is the whole `main` of each binary.
+pub trait Service: Sized {
+    type Config;
+    /// The binary's name, in logs and error messages.
+    const NAME: &'static str;
+    fn common(config: &Self::Config) -> &crate::settings::CommonSettings;
+    fn build(config: Self::Config) -> impl std::future::Future<Output = anyhow::Result<Self>> + Send;
+    fn run_until_stopped(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// Loads nothing itself: takes the loaded configuration (refusing to start, exit code 2, with every
+/// problem named), starts logging, builds the service and runs it until SIGTERM or Ctrl-C.
+pub async fn run_main<S: Service>(config: Result<S::Config, crate::config::ConfigError>) -> std::process::ExitCode {
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: {e}", S::NAME);
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let common = S::common(&config);
+    crate::telemetry::init(S::NAME, common.log_format, &common.log_filter);
+    let service = match S::build(config).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match service.run_until_stopped(shutdown_signal()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "stopped on an error");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

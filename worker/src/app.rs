@@ -178,3 +178,20 @@ async fn feed_loop(ctx: Arc<WorkerCtx>, stop: watch::Receiver<bool>) {
         tokio::time::sleep(ctx.config.feed_interval).await;
     }
 }
+
+impl cspm_shared::ops::Service for WorkerApp {
+    type Config = WorkerConfig;
+    const NAME: &'static str = "cspm-worker";
+    fn common(config: &WorkerConfig) -> &cspm_shared::settings::CommonSettings {
+        &config.common
+    }
+    async fn build(config: WorkerConfig) -> anyhow::Result<Self> {
+        WorkerApp::build(config).await
+    }
+    async fn run_until_stopped(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        WorkerApp::run_until_stopped(self, shutdown).await
+    }
+}

@@ -2,7 +2,6 @@
 
 use clap::Parser;
 use cspm_shared::config::{Env, render_help};
-use cspm_worker::app::WorkerApp;
 use cspm_worker::config::{WorkerConfig, all_keys};
 
 /// A stateless worker of the CSPM scan fleet: takes sub-jobs from the Redis queues, runs the scanner,
@@ -14,26 +13,5 @@ struct Cli {}
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let _ = Cli::parse();
-    let config = match WorkerConfig::from_env(Env::from_process()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("cspm-worker: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    cspm_shared::telemetry::init("cspm-worker", config.common.log_format, &config.common.log_filter);
-    let app = match WorkerApp::build(config).await {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match app.run_until_stopped(cspm_shared::ops::shutdown_signal()).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "worker failed");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    cspm_shared::ops::run_main::<cspm_worker::app::WorkerApp>(WorkerConfig::from_env(Env::from_process())).await
 }

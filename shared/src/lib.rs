@@ -9,6 +9,7 @@ pub mod dispatch;
 pub mod domain;
 pub mod error;
 pub mod ids;
+pub mod ocsf;
 pub mod ops;
 pub mod orchestrate;
 pub mod queue;

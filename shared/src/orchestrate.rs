@@ -163,6 +163,7 @@ pub async fn start_cloud_scan(
                 |j| {
                     j.account_id = Some(req.account.clone());
                     j.provider = Some(account.provider);
+                    j.provider_account_id = Some(account.provider_account_id.clone());
                     if tool.tool == Tool::Canary {
                         j.canary = Some(req.canary.clone().unwrap_or_default());
                     }
@@ -282,6 +283,7 @@ fn new_subjob(
         region,
         account_id: None,
         provider: None,
+        provider_account_id: None,
         native: None,
         canary: None,
         status: SubJobStatus::Queued,

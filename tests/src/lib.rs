@@ -180,6 +180,22 @@ impl Api {
         body["id"].as_str().expect("account id").to_string()
     }
 
+    /// A run's OCSF events (`GET /api/cloud-scans/{run}/ocsf`), one per NDJSON line.
+    pub async fn ocsf_events(&self, token: &str, run: &str) -> Vec<Value> {
+        let resp = self
+            .http
+            .get(self.url(&format!("/api/cloud-scans/{run}/ocsf")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(resp.status().as_u16(), 200);
+        let ctype = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        assert_eq!(ctype, "application/x-ndjson");
+        let text = resp.text().await.expect("body");
+        text.lines().map(|l| serde_json::from_str(l).expect("one JSON event per line")).collect()
+    }
+
     /// Waits until a run reaches a terminal state and returns its status document.
     pub async fn wait_finished(&self, token: &str, run: &str, timeout: Duration) -> Value {
         wait_until(timeout, &format!("run {run} to finish"), || async {
@@ -496,5 +512,22 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// The OCSF schema of the fixtures.
+pub fn ocsf_schema() -> cspm_shared::ocsf::schema::OcsfSchema {
+    cspm_shared::ocsf::schema::OcsfSchema::load(
+        &cspm_shared::testing::fixtures_dir().join("ocsf/compiled/ocsf-1.4.0.export.json"),
+    )
+    .expect("OCSF schema")
+}
+
+/// Asserts that every event validates against the OCSF 1.4.0 schema.
+pub fn assert_valid_ocsf(events: &[Value]) {
+    let schema = ocsf_schema();
+    for e in events {
+        let errors = schema.validate(e);
+        assert!(errors.is_empty(), "invalid OCSF event: {errors:?}\n{e}");
     }
 }

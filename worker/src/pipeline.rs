@@ -458,6 +458,7 @@ async fn store(ctx: &WorkerCtx, job: &SubJobDoc, workdir: &Path, adapter: Adapte
         run_id: job.run_id.clone(),
         subjob_id: job.id.clone(),
         seen_at: job.started_at.unwrap_or_else(Timestamp::now),
+        cloud: job.provider.zip(job.provider_account_id.clone()),
     };
     let mut outcome = Outcome::default();
     let mut store_error = None;

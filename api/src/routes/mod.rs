@@ -28,6 +28,7 @@ pub fn api_router() -> Router<AppState> {
         .route("/api/cloud-scans/{run_id}", axum::routing::delete(scans::cancel))
         .route("/api/cloud-scans/{run_id}/status", get(scans::status))
         .route("/api/cloud-scans/{run_id}/summary", get(scans::summary))
+        .route("/api/cloud-scans/{run_id}/ocsf", get(scans::ocsf))
         .route("/api/native-scans/network-discovery", post(native::network_discovery))
         .route("/api/native-scans/results", get(native::results_list))
         .route("/api/native-scans/results/{scan_id}", get(native::result))

@@ -2,8 +2,10 @@
 //! status with per-SubJob detail, summary, and cancel (`DELETE /api/cloud-scans/{run_id}`).
 
 use axum::Json;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use cspm_shared::domain::provider::Provider;
 use cspm_shared::domain::role::Permission;
 use cspm_shared::domain::scan::{CanaryOptions, RunStatus, ScanType, SubJobCounts, ToolId};
@@ -11,6 +13,7 @@ use cspm_shared::ids::{AccountId, RunId};
 use cspm_shared::orchestrate::{self, CloudScanRequest, StartError, Started};
 use cspm_shared::store::runs::{self, RunDoc, RunFilter, RunKind};
 use cspm_shared::store::subjobs;
+use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -287,6 +290,31 @@ pub async fn cancel(
         Err(StartError::Invalid(msg)) => Err(ApiError::Conflict(msg)),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The run's findings as OCSF events, one JSON object per line (NDJSON), streamed from the database:
+/// the findings whose latest sighting is this run.
+pub async fn ocsf(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+    caller.require(Permission::ViewScans)?;
+    let run = load(&s, &caller, &id).await?;
+    let cursor = s
+        .mongo
+        .findings
+        .find(bson::doc! { "team_id": &caller.team, "last_run_id": &run.id })
+        .projection(bson::doc! { "ocsf": 1 })
+        .sort(bson::doc! { "_id": 1 })
+        .await
+        .map_err(cspm_shared::error::StoreError::from)?;
+    let lines = cursor.filter_map(|doc| async move {
+        match doc {
+            Ok(d) => {
+                let event = d.get_document("ocsf").ok().and_then(|e| serde_json::to_value(e).ok())?;
+                Some(Ok::<_, std::io::Error>(Bytes::from(format!("{event}\n"))))
+            }
+            Err(e) => Some(Err(std::io::Error::other(e.to_string()))),
+        }
+    });
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response())
 }
 
 pub fn run_view(r: &RunDoc) -> Value {

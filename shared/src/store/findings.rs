@@ -9,9 +9,11 @@ use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
 
 use crate::db::Mongo;
+use crate::domain::provider::Provider;
 use crate::domain::severity::Severity;
 use crate::error::{StoreError, StoreResult};
 use crate::ids::{AccountId, RunId, SubJobId, TeamId};
+use crate::ocsf::event::{CloudContext, EventContext, detection_finding};
 use crate::store::subjobs::number;
 
 /// A finding as a tool adapter reports it, before it is placed in its scope.
@@ -45,6 +47,8 @@ pub struct FindingScope {
     pub subjob_id: SubJobId,
     /// When the scan observed the findings.
     pub seen_at: Timestamp,
+    /// The provider and the provider's account id, for cloud findings.
+    pub cloud: Option<(Provider, String)>,
 }
 
 /// The stable identity of a finding: SHA-256 over team, tool and the adapter's identity fields, joined
@@ -79,6 +83,20 @@ pub async fn upsert_batch(db: &Mongo, scope: &FindingScope, batch: &[NewFinding]
     let mut updates = Vec::with_capacity(batch.len());
     for f in batch {
         let key = dedup_key(&scope.team_id, &scope.tool, &f.identity);
+        let ocsf = detection_finding(
+            f,
+            &EventContext {
+                tool: &scope.tool,
+                tool_version: None,
+                dedup_key: &key,
+                seen_at: scope.seen_at,
+                cloud: scope.cloud.as_ref().map(|(p, account)| CloudContext {
+                    provider: *p,
+                    account_uid: account,
+                    region: &scope.region,
+                }),
+            },
+        );
         updates.push(Bson::Document(doc! {
             "q": { "_id": &key },
             "u": {
@@ -99,6 +117,7 @@ pub async fn upsert_batch(db: &Mongo, scope: &FindingScope, batch: &[NewFinding]
                     "last_seen": scope.seen_at,
                     "last_run_id": &scope.run_id,
                     "last_subjob_id": &scope.subjob_id,
+                    "ocsf": bson::serialize_to_bson(&ocsf)?,
                 },
                 "$setOnInsert": {
                     "dedup_key": &key,

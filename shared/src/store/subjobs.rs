@@ -43,6 +43,9 @@ pub struct SubJobDoc {
     pub account_id: Option<AccountId>,
     #[serde(default)]
     pub provider: Option<Provider>,
+    /// The provider's own id of the account (AWS account id, GCP project, Azure subscription).
+    #[serde(default)]
+    pub provider_account_id: Option<String>,
     #[serde(default)]
     pub native: Option<NativeSpec>,
     #[serde(default)]

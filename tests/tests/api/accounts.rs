@@ -172,6 +172,7 @@ async fn another_teams_objects_answer_404_and_never_appear_in_lists() {
         format!("/api/cloud-accounts/{account}"),
         format!("/api/cloud-scans/{run_id}/status"),
         format!("/api/cloud-scans/{run_id}/summary"),
+        format!("/api/cloud-scans/{run_id}/ocsf"),
         format!("/api/native-scans/results/{scan_id}"),
     ] {
         let (s, b) = app.api.get(&other, &path).await;

@@ -45,6 +45,7 @@ async fn every_route_but_health_metrics_and_login_requires_a_token() {
         ("GET", "/api/cloud-scans".into()),
         ("GET", format!("/api/cloud-scans/{id}/status")),
         ("GET", format!("/api/cloud-scans/{id}/summary")),
+        ("GET", format!("/api/cloud-scans/{id}/ocsf")),
         ("DELETE", format!("/api/cloud-scans/{id}")),
         ("POST", "/api/native-scans/network-discovery".into()),
         ("GET", "/api/native-scans/results".into()),

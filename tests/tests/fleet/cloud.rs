@@ -34,6 +34,13 @@ async fn three_regions_by_two_tools_complete_and_roll_up() {
     assert_eq!(summary["new_findings"], json!(24));
     assert_eq!(summary["by_severity"]["informational"], json!(24));
     assert_eq!(fleet.mongo.findings.count_documents(doc! { "account_id": &account }).await.expect("count"), 24);
+    let events = fleet.api.ocsf_events(&token, &run).await;
+    assert_eq!(events.len(), 24);
+    cspm_tests::assert_valid_ocsf(&events);
+    assert!(
+        events.iter().all(|e| e["cloud"]["account"]["uid"] == json!("123456789012")),
+        "cloud profile with the account"
+    );
     // The account is free again: a second scan starts (and finds nothing new).
     let again = start_canary(&fleet, &token, &account, &["canary:a", "canary:b"], json!({ "findings": 4 })).await;
     let status = fleet.api.wait_finished(&token, &again, FINISH).await;

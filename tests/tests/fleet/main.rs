@@ -5,6 +5,7 @@ mod backlog;
 mod cloud;
 mod crashes;
 mod network;
+mod normalize;
 
 use std::time::Duration;
 

@@ -78,6 +78,11 @@ async fn a_network_scan_finds_the_listeners_and_a_rescan_changes_no_counts() {
     assert_eq!(before.get("first_run_id"), after.get("first_run_id"));
     assert_ne!(before.get("last_run_id"), after.get("last_run_id"), "the last run is updated");
 
+    let events = fleet.api.ocsf_events(&token, second["scan_id"].as_str().expect("id")).await;
+    assert_eq!(events.len(), 2);
+    cspm_tests::assert_valid_ocsf(&events);
+    assert!(events.iter().all(|e| e["class_uid"] == json!(2004) && e["metadata"]["product"]["name"] == json!("Nmap")));
+
     let (s, list) = fleet.api.get(&token, "/api/native-scans/results?tool_type=nmap").await;
     assert_eq!(s, 200);
     assert_eq!(list["total"], json!(2), "{list}");

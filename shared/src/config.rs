@@ -204,6 +204,26 @@ impl Env {
         }
     }
 
+    /// A comma-separated list of existing absolute directories, canonicalised (symbolic links resolved,
+    /// so that a later prefix check cannot be fooled by them).
+    pub fn dir_list(&self, key: &str) -> Vec<std::path::PathBuf> {
+        let Some(raw) = self.raw(key) else { return Vec::new() };
+        let mut out = Vec::new();
+        for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let path = std::path::Path::new(part);
+            if !path.is_absolute() {
+                self.problem(format!("{key}: `{part}` is not an absolute path"));
+                continue;
+            }
+            match std::fs::canonicalize(path) {
+                Ok(p) if p.is_dir() => out.push(p),
+                Ok(_) => self.problem(format!("{key}: `{part}` is not a directory")),
+                Err(e) => self.problem(format!("{key}: `{part}` cannot be read: {e}")),
+            }
+        }
+        out
+    }
+
     /// Records a problem with a key that was read (a value valid on its own but wrong in context).
     pub fn refuse(&self, key: &str, why: &str) {
         self.problem(format!("{key}: {why}"));

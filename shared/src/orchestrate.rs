@@ -223,7 +223,13 @@ pub async fn start_network_scan(
         GLOBAL_REGION.to_string(),
         limits,
         limits.native_timeout,
-        |j| j.native = Some(NativeSpec { target: target.to_string(), ports: ports.clone(), scan_type: req.scan_type }),
+        |j| j.native = Some(NativeSpec {
+            target: target.to_string(),
+            ports: ports.clone(),
+            scan_type: req.scan_type,
+            web_profile: None,
+            artifact: None,
+        }),
     );
     runs::insert(db, &run).await?;
     persist(db, queues, QueueKind::Native, &run, vec![job], limits).await?;

@@ -59,6 +59,13 @@ pub const WORKER_KEYS: &[KeySpec] = &[
     KeySpec::optional("CSPM_KEEP_FAILED_OUTPUT", "false", "keep the output directory of failed sub-jobs for diagnosis"),
     KeySpec::optional("CSPM_NMAP_PATH", "nmap", "the nmap executable"),
     KeySpec::optional("CSPM_PROWLER_PATH", "prowler", "the prowler executable"),
+    KeySpec::optional("CSPM_TRIVY_PATH", "trivy", "the trivy executable"),
+    KeySpec::optional("CSPM_WAPITI_PATH", "wapiti", "the wapiti executable (web scans)"),
+    KeySpec::optional("CSPM_ZAP_PATH", "zap.sh", "the ZAP launcher (web scans)"),
+    KeySpec::unset(
+        "CSPM_SCAN_PATH_ROOTS",
+        "comma-separated directories under which filesystem and IaC scans may read (unset: such scans are refused)",
+    ),
     KeySpec::unset(
         "CLOUD_ENCRYPTION_KEY",
         "key that decrypts cloud credentials (the API's key); needed for cloud scanners",
@@ -96,6 +103,11 @@ pub struct WorkerConfig {
     pub keep_failed_output: bool,
     pub nmap_path: String,
     pub prowler_path: String,
+    pub trivy_path: String,
+    pub wapiti_path: String,
+    pub zap_path: String,
+    /// Directories filesystem scans may read (canonical, absolute); empty: none.
+    pub scan_path_roots: Vec<PathBuf>,
     pub cipher: Option<CredentialCipher>,
     pub target_policy: TargetPolicy,
 }
@@ -147,6 +159,10 @@ impl WorkerConfig {
             keep_failed_output: env.flag("CSPM_KEEP_FAILED_OUTPUT", false),
             nmap_path: env.string("CSPM_NMAP_PATH", "nmap"),
             prowler_path: env.string("CSPM_PROWLER_PATH", "prowler"),
+            trivy_path: env.string("CSPM_TRIVY_PATH", "trivy"),
+            wapiti_path: env.string("CSPM_WAPITI_PATH", "wapiti"),
+            zap_path: env.string("CSPM_ZAP_PATH", "zap.sh"),
+            scan_path_roots: env.dir_list("CSPM_SCAN_PATH_ROOTS"),
             cipher,
             target_policy: TargetPolicy {
                 allow_private: env.flag("ALLOW_PRIVATE_SCAN_TARGETS", false),

@@ -439,19 +439,37 @@ async fn simulate(
     }
 }
 
-/// Parses on a blocking thread and stores batches as they come: memory holds at most a few batches.
+/// Validates, then parses and stores. The output is read twice: first through a counting sink, so that
+/// a truncated or malformed report fails the SubJob before anything is stored (nothing partial can later
+/// look complete); then for real, on a blocking thread, handing batches to the async side as they come,
+/// so memory holds at most a few batches whatever the size of the output. A complete SubJob then
+/// resolves what its scope no longer reports, unless the zero-findings guard holds.
 async fn store(ctx: &WorkerCtx, job: &SubJobDoc, workdir: &Path, adapter: Adapter, stop: StopSignal) -> Ending {
-    let (tx, mut rx) = mpsc::channel::<Vec<NewFinding>>(2);
-    let parse_job = job.clone();
     let dir: PathBuf = workdir.to_path_buf();
     let max = ctx.config.max_output_bytes;
+    let (check_job, check_dir) = (job.clone(), dir.clone());
+    let checked = tokio::task::spawn_blocking(move || {
+        let mut sink = FindingSink::counting();
+        Adapter::for_tool(check_job.tool.tool)
+            .parse(&check_job, &check_dir, max, &mut sink)
+            .map(|()| (sink.emitted, sink.examined))
+    })
+    .await;
+    let examined = match checked {
+        Ok(Ok((_, examined))) => examined,
+        Ok(Err(e)) => return Ending::Failed(e.message, Outcome::default()),
+        Err(e) => return Ending::Failed(format!("the parser crashed: {e}"), Outcome::default()),
+    };
+
+    let (tx, mut rx) = mpsc::channel::<Vec<NewFinding>>(2);
+    let parse_job = job.clone();
     let parser = tokio::task::spawn_blocking(move || {
         let mut sink = FindingSink::new(tx, STORE_BATCH);
         adapter.parse(&parse_job, &dir, max, &mut sink)
     });
     let scope = FindingScope {
         team_id: job.team_id.clone(),
-        tool: job.tool.tool.as_str().to_string(),
+        tool: job.tool.to_string(),
         account_id: job.account_id.clone(),
         target: job.native.as_ref().map(|n| n.target.clone()),
         region: job.region.clone(),
@@ -475,6 +493,8 @@ async fn store(ctx: &WorkerCtx, job: &SubJobDoc, workdir: &Path, adapter: Adapte
             Ok(stats) => {
                 outcome.findings_count += batch.len() as i64;
                 outcome.new_findings += stats.inserted;
+                outcome.reopened_findings += stats.reopened;
+                outcome.resolved_findings += stats.resolved;
                 for f in &batch {
                     outcome.severity.add(f.severity, 1);
                 }
@@ -484,25 +504,48 @@ async fn store(ctx: &WorkerCtx, job: &SubJobDoc, workdir: &Path, adapter: Adapte
         }
     }
     let parsed = parser.await;
-    if lease_lost {
+    if lease_lost || *stop.borrow() == Some(StopReason::LeaseLost) {
         return Ending::Stopped(StopReason::LeaseLost);
-    }
-    if job.attempts > 1 {
-        // An earlier attempt may have stored some of these findings before it died: count as new
-        // those this SubJob stored first, whichever attempt it was.
-        match findings::count(&ctx.mongo, bson::doc! { "first_subjob_id": &job.id }).await {
-            Ok(n) => outcome.new_findings = n as i64,
-            Err(e) => store_error = Some(e),
-        }
     }
     if let Some(e) = store_error {
         return Ending::Failed(format!("storing findings failed: {e}"), outcome);
     }
     match parsed {
-        Ok(Ok(())) => Ending::Done(outcome),
-        Ok(Err(e)) => Ending::Failed(e.message, outcome),
-        Err(e) => Ending::Failed(format!("the parser crashed: {e}"), outcome),
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Ending::Failed(e.message, outcome),
+        Err(e) => return Ending::Failed(format!("the parser crashed: {e}"), outcome),
     }
+    if outcome.findings_count == 0 && examined == 0 {
+        // An empty report that examined nothing is not evidence that anything was fixed.
+        match findings::scope_has_active(&ctx.mongo, &scope).await {
+            Ok(true) => {
+                outcome.warning = Some(format!(
+                    "{} reported no findings and examined nothing; no finding was resolved (zero-findings guard)",
+                    job.tool.tool.as_str()
+                ));
+            }
+            Ok(false) => {}
+            Err(e) => return Ending::Failed(format!("storing findings failed: {e}"), outcome),
+        }
+    } else {
+        match findings::resolve_unseen(&ctx.mongo, &scope).await {
+            Ok(n) => outcome.resolved_findings += n,
+            Err(e) => return Ending::Failed(format!("resolving findings failed: {e}"), outcome),
+        }
+    }
+    if job.attempts > 1 {
+        // An earlier attempt may have stored or resolved some of these before it died: count what this
+        // SubJob did, whichever attempt did it.
+        match findings::lifecycle_counts(&ctx.mongo, &job.id).await {
+            Ok(c) => {
+                outcome.new_findings = c.new;
+                outcome.resolved_findings = c.resolved;
+                outcome.reopened_findings = c.reopened;
+            }
+            Err(e) => return Ending::Failed(format!("storing findings failed: {e}"), outcome),
+        }
+    }
+    Ending::Done(outcome)
 }
 
 async fn prepare_dir(dir: &Path) -> std::io::Result<()> {

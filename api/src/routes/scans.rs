@@ -11,6 +11,7 @@ use cspm_shared::domain::role::Permission;
 use cspm_shared::domain::scan::{CanaryOptions, RunStatus, ScanType, SubJobCounts, ToolId};
 use cspm_shared::ids::{AccountId, RunId};
 use cspm_shared::orchestrate::{self, CloudScanRequest, StartError, Started};
+use cspm_shared::store::findings::FindingDoc;
 use cspm_shared::store::runs::{self, RunDoc, RunFilter, RunKind};
 use cspm_shared::store::subjobs;
 use futures::StreamExt;
@@ -301,15 +302,22 @@ pub async fn ocsf(State(s): State<AppState>, caller: Caller, Path(id): Path<Stri
         .mongo
         .findings
         .find(bson::doc! { "team_id": &caller.team, "last_run_id": &run.id })
-        .projection(bson::doc! { "ocsf": 1 })
         .sort(bson::doc! { "_id": 1 })
         .await
         .map_err(cspm_shared::error::StoreError::from)?;
     let lines = cursor.filter_map(|doc| async move {
         match doc {
             Ok(d) => {
-                let event = d.get_document("ocsf").ok().and_then(|e| serde_json::to_value(e).ok())?;
-                Some(Ok::<_, std::io::Error>(Bytes::from(format!("{event}\n"))))
+                let finding: FindingDoc = match bson::deserialize_from_document(d) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a stored finding could not be read; left out of the stream");
+                        return None;
+                    }
+                };
+                let mut line = serde_json::to_vec(&finding.to_ocsf()).ok()?;
+                line.push(b'\n');
+                Some(Ok::<_, std::io::Error>(Bytes::from(line)))
             }
             Err(e) => Some(Err(std::io::Error::other(e.to_string()))),
         }

@@ -1,5 +1,6 @@
 //! The domain: what the fleet manipulates, independent of storage and transport.
 
+pub mod finding;
 pub mod native;
 pub mod provider;
 pub mod role;

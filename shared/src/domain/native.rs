@@ -282,6 +282,81 @@ impl FromStr for NetworkScanType {
     }
 }
 
+/// How thoroughly a web application is scanned (the seed's quick / standard / comprehensive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebScanProfile {
+    /// Passive checks and a shallow crawl: minutes.
+    Quick,
+    /// The scanner's default attack modules over a normal crawl.
+    Standard,
+    /// Every attack module the scanner has that works without the internet, deeper crawl.
+    Comprehensive,
+}
+
+impl WebScanProfile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebScanProfile::Quick => "quick",
+            WebScanProfile::Standard => "standard",
+            WebScanProfile::Comprehensive => "comprehensive",
+        }
+    }
+}
+
+impl FromStr for WebScanProfile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "quick" => Ok(Self::Quick),
+            "standard" => Ok(Self::Standard),
+            "comprehensive" => Ok(Self::Comprehensive),
+            _ => Err(format!("unknown web scan type `{s}` (expected quick, standard or comprehensive)")),
+        }
+    }
+}
+
+/// Resolves a path a user asked to scan and checks that it lies under one of the operator's roots
+/// (`CSPM_SCAN_PATH_ROOTS`, canonical). Symbolic links and `..` are resolved first, so neither can lead
+/// outside a root. Returns the canonical path.
+pub fn path_under_roots(raw: &str, roots: &[std::path::PathBuf]) -> Result<std::path::PathBuf, String> {
+    if roots.is_empty() {
+        return Err("filesystem scans are not enabled on this fleet (the operator sets CSPM_SCAN_PATH_ROOTS)".into());
+    }
+    let path = std::path::Path::new(raw.trim());
+    if !path.is_absolute() {
+        return Err(format!("`{raw}` is not an absolute path"));
+    }
+    let real = std::fs::canonicalize(path).map_err(|_| format!("`{raw}` does not exist or cannot be read"))?;
+    if roots.iter().any(|r| real.starts_with(r)) {
+        Ok(real)
+    } else {
+        Err(format!("`{raw}` is outside the directories this fleet may scan"))
+    }
+}
+
+/// What a Trivy target is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArtifactKind {
+    /// A container image reference (`alpine:3.19`, `registry.example.com/app@sha256:…`).
+    Image,
+    /// A directory on the worker: packages (lock files), secrets and IaC misconfigurations.
+    Filesystem,
+    /// A directory of IaC only (Dockerfile, Terraform, Kubernetes, Helm): misconfigurations.
+    Config,
+}
+
+impl ArtifactKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArtifactKind::Image => "image",
+            ArtifactKind::Filesystem => "filesystem",
+            ArtifactKind::Config => "config",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,6 +405,22 @@ mod tests {
         let loopback = TargetPolicy { allow_private: false, allow_loopback: true };
         let addrs = loopback.resolve(&Target::Host("localhost".into())).await.expect("resolves");
         assert!(addrs.iter().all(|a| a.is_loopback()));
+    }
+
+    #[test]
+    fn scan_paths_must_stay_under_the_roots() {
+        let root = std::env::temp_dir().join(format!("cspm-roots-{}", std::process::id()));
+        let inside = root.join("repo");
+        std::fs::create_dir_all(&inside).expect("dirs");
+        let roots = vec![std::fs::canonicalize(&root).expect("canonical")];
+        assert!(path_under_roots(inside.to_str().expect("utf-8"), &roots).is_ok());
+        let escape = format!("{}/../", inside.display());
+        assert!(path_under_roots(&format!("{escape}.."), &roots).is_err());
+        std::os::unix::fs::symlink("/etc", inside.join("etc")).expect("symlink");
+        assert!(path_under_roots(inside.join("etc").to_str().expect("utf-8"), &roots).is_err());
+        assert!(path_under_roots("relative", &roots).is_err());
+        assert!(path_under_roots(inside.to_str().expect("utf-8"), &[]).is_err());
+        std::fs::remove_dir_all(&root).expect("cleanup");
     }
 
     #[test]

@@ -230,6 +230,12 @@ pub enum Tool {
     Prowler,
     /// Network discovery (Nmap XML).
     Nmap,
+    /// Images, filesystems, IaC and Kubernetes (Trivy JSON): vulnerabilities, misconfigurations, secrets.
+    Trivy,
+    /// Web applications (ZAP traditional JSON).
+    Zap,
+    /// Web applications (Wapiti JSON).
+    Wapiti,
     /// A no-op scanner that passes through every stage of the pipeline, for fleet checks and load tests.
     Canary,
 }
@@ -239,6 +245,9 @@ impl Tool {
         match self {
             Tool::Prowler => "prowler",
             Tool::Nmap => "nmap",
+            Tool::Trivy => "trivy",
+            Tool::Zap => "zap",
+            Tool::Wapiti => "wapiti",
             Tool::Canary => "canary",
         }
     }
@@ -255,8 +264,11 @@ impl FromStr for Tool {
         match s {
             "prowler" => Ok(Tool::Prowler),
             "nmap" => Ok(Tool::Nmap),
+            "trivy" => Ok(Tool::Trivy),
+            "zap" => Ok(Tool::Zap),
+            "wapiti" => Ok(Tool::Wapiti),
             "canary" => Ok(Tool::Canary),
-            _ => Err(format!("unknown tool `{s}` (known: prowler, nmap, canary)")),
+            _ => Err(format!("unknown tool `{s}` (known: prowler, nmap, trivy, zap, wapiti, canary)")),
         }
     }
 }

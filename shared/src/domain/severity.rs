@@ -5,9 +5,10 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// Severities, in the OCSF order (`severity_id` 1–5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    #[default]
     Informational,
     Low,
     Medium,

@@ -50,7 +50,12 @@ pub async fn upsert_for_run(db: &Mongo, run: &RunDoc) -> StoreResult<()> {
                         "severity": f.get_str("severity").unwrap_or_default(),
                         "description": f.get_str("description").unwrap_or_default(),
                         "solution": f.get_str("remediation").unwrap_or_default(),
-                        "resource": f.get_document("resource").cloned().unwrap_or_default(),
+                        "resource": {
+                            "uid": f.get_str("resource_uid").unwrap_or_default(),
+                            "type": f.get_str("resource_type").unwrap_or_default(),
+                        },
+                        "status": f.get_str("status").unwrap_or_default(),
+                        "cves": f.get_array("cves").cloned().unwrap_or_default(),
                         "details": f.get_document("details").cloned().unwrap_or_default(),
                     }
                 })

@@ -28,6 +28,10 @@ pub enum RunKind {
 pub struct RunSummary {
     pub total_findings: i64,
     pub new_findings: i64,
+    #[serde(default)]
+    pub resolved_findings: i64,
+    #[serde(default)]
+    pub reopened_findings: i64,
     pub by_severity: SeverityCounts,
     /// Messages of the SubJobs that did not complete, one per SubJob (bounded).
     #[serde(default)]
@@ -306,6 +310,8 @@ async fn tally(db: &Mongo, id: &RunId) -> StoreResult<(SubJobCounts, RunSummary)
             "n": { "$sum": 1 },
             "total": { "$sum": "$findings_count" },
             "new": { "$sum": "$new_findings" },
+            "resolved": { "$sum": "$resolved_findings" },
+            "reopened": { "$sum": "$reopened_findings" },
             "critical": { "$sum": "$severity.critical" },
             "high": { "$sum": "$severity.high" },
             "medium": { "$sum": "$severity.medium" },
@@ -321,6 +327,8 @@ async fn tally(db: &Mongo, id: &RunId) -> StoreResult<(SubJobCounts, RunSummary)
         counts.add(status, number(row, "n") as u64);
         summary.total_findings += number(row, "total");
         summary.new_findings += number(row, "new");
+        summary.resolved_findings += number(row, "resolved");
+        summary.reopened_findings += number(row, "reopened");
         summary.by_severity.merge(&SeverityCounts {
             critical: number(row, "critical"),
             high: number(row, "high"),
@@ -336,8 +344,11 @@ async fn tally(db: &Mongo, id: &RunId) -> StoreResult<(SubJobCounts, RunSummary)
 async fn warnings(db: &Mongo, id: &RunId) -> StoreResult<Vec<String>> {
     let failed: Vec<Document> = db
         .sub_jobs
-        .find(doc! { "run_id": id, "status": { "$in": ["failed", "timed_out"] } })
-        .projection(doc! { "region": 1, "tool": 1, "error": 1 })
+        .find(doc! { "run_id": id, "$or": [
+            { "status": { "$in": ["failed", "timed_out"] } },
+            { "warning": { "$ne": null } },
+        ] })
+        .projection(doc! { "region": 1, "tool": 1, "error": 1, "warning": 1 })
         .limit(50)
         .await?
         .try_collect()
@@ -349,7 +360,7 @@ async fn warnings(db: &Mongo, id: &RunId) -> StoreResult<Vec<String>> {
                 "{} in {}: {}",
                 d.get_str("tool").unwrap_or("?"),
                 d.get_str("region").unwrap_or("?"),
-                d.get_str("error").unwrap_or("no message")
+                d.get_str("error").or_else(|_| d.get_str("warning")).unwrap_or("no message")
             )
         })
         .collect())

@@ -13,7 +13,7 @@ use mongodb::options::ReturnDocument;
 use serde::{Deserialize, Serialize};
 
 use crate::db::Mongo;
-use crate::domain::native::{NetworkScanType, PortList};
+use crate::domain::native::{ArtifactKind, NetworkScanType, PortList, WebScanProfile};
 use crate::domain::provider::Provider;
 use crate::domain::scan::{CanaryOptions, SubJobCounts, SubJobStatus, ToolId};
 use crate::domain::severity::SeverityCounts;
@@ -24,9 +24,23 @@ use crate::queue::QueueKind;
 /// What a native SubJob scans.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NativeSpec {
+    /// A host, address or block (nmap), a URL (web scanners), an image reference or a path (Trivy).
     pub target: String,
+    #[serde(default)]
     pub ports: Option<PortList>,
+    /// The nmap profile (other tools ignore it).
+    #[serde(default = "default_network_scan_type")]
     pub scan_type: NetworkScanType,
+    /// The web scan profile (ZAP, Wapiti).
+    #[serde(default)]
+    pub web_profile: Option<WebScanProfile>,
+    /// What a Trivy target is.
+    #[serde(default)]
+    pub artifact: Option<ArtifactKind>,
+}
+
+fn default_network_scan_type() -> NetworkScanType {
+    NetworkScanType::PortScan
 }
 
 /// A SubJob document (`cspm_orchestration.sub_jobs`).
@@ -328,8 +342,14 @@ pub async fn renew(db: &Mongo, id: &SubJobId, lease: &Lease, duration: Duration)
 pub struct Outcome {
     pub findings_count: i64,
     pub new_findings: i64,
+    /// Findings this SubJob resolved (not reported any more, or reported passing).
+    pub resolved_findings: i64,
+    /// Resolved findings this SubJob saw failing again.
+    pub reopened_findings: i64,
     pub severity: SeverityCounts,
     pub error: Option<String>,
+    /// Something a person should know about a SubJob that completed (the zero-findings guard held).
+    pub warning: Option<String>,
 }
 
 /// One SubJob's end, as its owner reports it.
@@ -374,8 +394,11 @@ pub async fn finish_many(db: &Mongo, items: &[Finishing]) -> StoreResult<Vec<boo
                 "updated_at": now,
                 "findings_count": f.outcome.findings_count,
                 "new_findings": f.outcome.new_findings,
+                "resolved_findings": f.outcome.resolved_findings,
+                "reopened_findings": f.outcome.reopened_findings,
                 "severity": bson::serialize_to_bson(&f.outcome.severity)?,
                 "error": f.outcome.error.clone(),
+                "warning": f.outcome.warning.clone(),
                 "lease_token": bson::Bson::Null,
                 "lease_expires_at": bson::Bson::Null,
                 "finish_marker": &marker,

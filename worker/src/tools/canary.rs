@@ -55,9 +55,11 @@ pub fn parse(job: &SubJobDoc, workdir: &Path, sink: &mut FindingSink) -> Result<
             resource_uid: format!("canary://{scope}/{}/{i}", job.region),
             resource_type: "canary".into(),
             identity: vec![scope.clone(), job.region.clone(), job.tool.to_string(), i.to_string()],
-            remediation: None,
             details: doc! { "index": i as i64 },
+            ..NewFinding::default()
         })?;
     }
+    // The canary examined its region: an empty report is a verified one.
+    sink.count_examined(1);
     sink.flush()
 }

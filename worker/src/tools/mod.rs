@@ -5,11 +5,16 @@
 pub mod canary;
 pub mod nmap;
 pub mod prowler;
+pub mod trivy;
+pub mod wapiti;
+pub mod zap;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use cspm_shared::domain::finding::FindingStatus;
 use cspm_shared::domain::scan::{CanaryFailure, Tool};
+use cspm_shared::ocsf::event::{EventContext, render};
 use cspm_shared::store::findings::NewFinding;
 use cspm_shared::store::subjobs::SubJobDoc;
 use tokio::sync::mpsc;
@@ -54,6 +59,9 @@ pub enum Adapter {
     Canary,
     Nmap,
     Prowler,
+    Trivy,
+    Zap,
+    Wapiti,
 }
 
 impl Adapter {
@@ -62,6 +70,9 @@ impl Adapter {
             Tool::Canary => Adapter::Canary,
             Tool::Nmap => Adapter::Nmap,
             Tool::Prowler => Adapter::Prowler,
+            Tool::Trivy => Adapter::Trivy,
+            Tool::Zap => Adapter::Zap,
+            Tool::Wapiti => Adapter::Wapiti,
         }
     }
 
@@ -71,6 +82,9 @@ impl Adapter {
             Adapter::Canary => Ok(()),
             Adapter::Nmap => nmap::check_available(config),
             Adapter::Prowler => prowler::check_available(config),
+            Adapter::Trivy => trivy::check_available(config),
+            Adapter::Zap => zap::check_available(config),
+            Adapter::Wapiti => wapiti::check_available(config),
         }
     }
 
@@ -79,6 +93,9 @@ impl Adapter {
             Adapter::Canary => canary::plan(ctx),
             Adapter::Nmap => nmap::plan(ctx).await,
             Adapter::Prowler => prowler::plan(ctx).await,
+            Adapter::Trivy => trivy::plan(ctx).await,
+            Adapter::Zap => zap::plan(ctx).await,
+            Adapter::Wapiti => wapiti::plan(ctx).await,
         }
     }
 
@@ -94,39 +111,62 @@ impl Adapter {
             Adapter::Canary => canary::parse(job, workdir, sink),
             Adapter::Nmap => nmap::parse(workdir, max_bytes, sink),
             Adapter::Prowler => prowler::parse(workdir, max_bytes, sink),
+            Adapter::Trivy => trivy::parse(workdir, max_bytes, sink),
+            Adapter::Zap => zap::parse(workdir, max_bytes, sink),
+            Adapter::Wapiti => wapiti::parse(workdir, max_bytes, sink),
         }
     }
 }
 
 /// Streams findings from a parser (on a blocking thread) to the store (async), in batches, so that
-/// memory stays flat whatever the size of the output.
+/// memory stays flat whatever the size of the output. A counting sink (for the validation pass, which
+/// reads the whole output before anything is stored) keeps nothing.
 pub struct FindingSink {
-    tx: mpsc::Sender<Vec<NewFinding>>,
+    tx: Option<mpsc::Sender<Vec<NewFinding>>>,
     batch: Vec<NewFinding>,
     batch_size: usize,
+    /// Findings pushed so far.
     pub emitted: u64,
+    /// What the tool says it examined (hosts up, targets, sites, checks): with no finding, a report that
+    /// examined something is a verified empty result; one that examined nothing is not, and the
+    /// zero-findings guard keeps it from resolving anything.
+    pub examined: u64,
 }
 
 impl FindingSink {
     pub fn new(tx: mpsc::Sender<Vec<NewFinding>>, batch_size: usize) -> Self {
-        Self { tx, batch: Vec::with_capacity(batch_size), batch_size, emitted: 0 }
+        Self { tx: Some(tx), batch: Vec::with_capacity(batch_size), batch_size, emitted: 0, examined: 0 }
+    }
+
+    /// A sink that only counts.
+    pub fn counting() -> Self {
+        Self { tx: None, batch: Vec::new(), batch_size: 0, emitted: 0, examined: 0 }
     }
 
     pub fn push(&mut self, f: NewFinding) -> Result<(), ToolError> {
-        self.batch.push(f);
         self.emitted += 1;
+        if self.tx.is_none() {
+            return Ok(());
+        }
+        self.batch.push(f);
         if self.batch.len() >= self.batch_size {
             self.flush()?;
         }
         Ok(())
     }
 
+    /// Records that the tool examined `n` more things (see `examined`).
+    pub fn count_examined(&mut self, n: u64) {
+        self.examined += n;
+    }
+
     pub fn flush(&mut self) -> Result<(), ToolError> {
+        let Some(tx) = &self.tx else { return Ok(()) };
         if self.batch.is_empty() {
             return Ok(());
         }
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_size));
-        self.tx.blocking_send(batch).map_err(|_| ToolError::new("the finding store stopped accepting findings"))
+        tx.blocking_send(batch).map_err(|_| ToolError::new("the finding store stopped accepting findings"))
     }
 }
 
@@ -147,15 +187,47 @@ pub fn open_output(path: &Path, max_bytes: u64) -> Result<std::fs::File, ToolErr
 /// A scanner report the offline converter understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ReportKind {
-    /// Nmap XML (`-oX`).
-    Nmap,
     /// Prowler `json-ocsf`.
     Prowler,
+    /// Trivy JSON (`--format json`): images, filesystems, IaC, Kubernetes.
+    Trivy,
+    /// ZAP traditional JSON or JSON-plus.
+    Zap,
+    /// Nmap XML (`-oX`).
+    Nmap,
+    /// Wapiti JSON (`-f json`).
+    Wapiti,
 }
 
+impl ReportKind {
+    pub fn tool(self) -> Tool {
+        match self {
+            ReportKind::Prowler => Tool::Prowler,
+            ReportKind::Trivy => Tool::Trivy,
+            ReportKind::Zap => Tool::Zap,
+            ReportKind::Nmap => Tool::Nmap,
+            ReportKind::Wapiti => Tool::Wapiti,
+        }
+    }
+
+    /// Parses a report with the parser the worker uses for this tool.
+    pub fn parse_reader<R: std::io::BufRead>(self, input: R, name: &str, sink: &mut FindingSink) -> Result<(), ToolError> {
+        match self {
+            ReportKind::Prowler => prowler::parse_reader(input, name, sink),
+            ReportKind::Trivy => trivy::parse_reader(input, name, sink),
+            ReportKind::Zap => zap::parse_reader(input, name, sink),
+            ReportKind::Nmap => nmap::parse_reader(input, name, sink),
+            ReportKind::Wapiti => wapiti::parse_reader(input, name, sink),
+        }
+    }
+}
+
+/// The team identities of offline conversions are computed for: a team of its own, so that they are
+/// stable from one conversion to the next.
+const OFFLINE_TEAM: &str = "team_00000000000000000000000000";
+
 /// Converts a report file to OCSF, one event per line, through the parsers the worker uses. Returns how
-/// many events were written. Identities (`finding_info.uid`) are computed as for a team of its own, so
-/// they are stable from one conversion to the next.
+/// many events were written.
 pub fn normalize_report(
     kind: ReportKind,
     path: &Path,
@@ -167,36 +239,38 @@ pub fn normalize_report(
     let (tx, mut rx) = mpsc::channel::<Vec<NewFinding>>(4);
     let parser = std::thread::spawn(move || {
         let mut sink = FindingSink::new(tx, 500);
-        let reader = std::io::BufReader::new(file);
-        match kind {
-            ReportKind::Nmap => nmap::parse_reader(reader, &name, &mut sink),
-            ReportKind::Prowler => prowler::parse_reader(reader, &name, &mut sink),
-        }
+        kind.parse_reader(std::io::BufReader::new(file), &name, &mut sink)
     });
-    let tool = match kind {
-        ReportKind::Nmap => "nmap",
-        ReportKind::Prowler => "prowler",
-    };
-    let team: cspm_shared::ids::TeamId =
-        "team_00000000000000000000000000".parse().map_err(|e| ToolError::new(format!("{e}")))?;
+    let tool = kind.tool().as_str();
+    let team: cspm_shared::ids::TeamId = OFFLINE_TEAM.parse().map_err(|e| ToolError::new(format!("{e}")))?;
     let seen_at = cspm_shared::time::Timestamp::now();
     let mut written = 0;
     let mut write_error = None;
+    let mut line = Vec::with_capacity(4096);
     while let Some(batch) = rx.blocking_recv() {
         for f in &batch {
             let key = cspm_shared::store::findings::dedup_key(&team, tool, &f.identity);
-            let ctx = cspm_shared::ocsf::event::EventContext {
+            let ctx = EventContext {
                 tool,
                 tool_version: None,
                 dedup_key: &key,
                 seen_at,
+                first_seen: None,
+                status: FindingStatus::first(f.verdict),
                 cloud: None,
             };
-            let event = cspm_shared::ocsf::event::detection_finding(f, &ctx);
-            if write_error.is_none()
-                && let Err(e) = writeln!(out, "{event}")
-            {
-                write_error = Some(e);
+            let event = render(f, &ctx);
+            if write_error.is_none() {
+                line.clear();
+                let written_line = serde_json::to_writer(&mut line, &event)
+                    .map_err(std::io::Error::other)
+                    .and_then(|()| {
+                        line.push(b'\n');
+                        out.write_all(&line)
+                    });
+                if let Err(e) = written_line {
+                    write_error = Some(e);
+                }
             }
             written += 1;
         }

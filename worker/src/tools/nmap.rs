@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use bson::{Document, doc};
+use cspm_shared::domain::finding::{AffectedPackage, Cvss, Endpoint, FindingClass, Vulnerability, VulnId};
 use cspm_shared::domain::native::{NetworkScanType, Target};
 use cspm_shared::domain::severity::Severity;
 use cspm_shared::store::findings::NewFinding;
@@ -92,6 +93,7 @@ struct Port {
 
 #[derive(Default)]
 struct Host {
+    up: bool,
     address: Option<String>,
     hostnames: Vec<String>,
     ports: Vec<Port>,
@@ -139,6 +141,11 @@ pub fn parse_reader<R: std::io::BufRead>(input: R, name: &str, sink: &mut Findin
                     port: attr(&e, "portid").and_then(|p| p.parse().ok()).unwrap_or(0),
                     ..Port::default()
                 });
+            }
+            Event::Empty(e) | Event::Start(e) if e.name().as_ref() == "status" && port.is_none() => {
+                if let Some(h) = host.as_mut() {
+                    h.up = attr(&e, "state").as_deref() == Some("up");
+                }
             }
             Event::Empty(e) | Event::Start(e) if e.name().as_ref() == "state" => {
                 if let Some(p) = port.as_mut() {
@@ -219,37 +226,49 @@ pub fn parse_reader<R: std::io::BufRead>(input: R, name: &str, sink: &mut Findin
 
 fn emit_host(h: Host, sink: &mut FindingSink) -> Result<(), ToolError> {
     let Some(address) = h.address else { return Ok(()) };
+    if h.up {
+        // A host that answered is a verified result even with no open port.
+        sink.count_examined(1);
+    }
     for p in h.ports {
         let service = if p.service_name.is_empty() { "unknown".to_string() } else { p.service_name.clone() };
-        let product = p
-            .service
-            .as_ref()
-            .map(|s| {
-                [s.get_str("product").unwrap_or_default(), s.get_str("version").unwrap_or_default()]
-                    .iter()
-                    .filter(|x| !x.is_empty())
-                    .copied()
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .unwrap_or_default();
+        let field = |k: &str| p.service.as_ref().and_then(|s| s.get_str(k).ok()).unwrap_or_default().to_string();
+        let (product_name, product_version) = (field("product"), field("version"));
+        let product = [product_name.as_str(), product_version.as_str()]
+            .iter()
+            .filter(|x| !x.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" ");
         let title = format!("Open port {}/{} ({service}) on {address}", p.port, p.protocol);
         let description = if product.is_empty() {
             format!("{address} accepts connections on {}/{}, identified as {service}.", p.port, p.protocol)
         } else {
             format!("{address} accepts connections on {}/{}, running {product} ({service}).", p.port, p.protocol)
         };
+        let resource_uid = format!("{address}:{}/{}", p.port, p.protocol);
+        let endpoint = Endpoint {
+            ip: Some(address.clone()),
+            hostname: h.hostnames.first().cloned(),
+            port: u16::try_from(p.port).ok(),
+            protocol: Some(p.protocol.clone()),
+            service: Some(service.clone()),
+            ..Endpoint::default()
+        };
+        let cves = script_cves(&p.scripts);
         sink.push(NewFinding {
             rule_id: "nmap.open_port".into(),
             title,
             description,
             severity: Severity::Informational,
-            resource_uid: format!("{address}:{}/{}", p.port, p.protocol),
+            resource_uid: resource_uid.clone(),
             resource_type: "network_endpoint".into(),
+            service: Some(service.clone()),
             identity: vec![address.clone(), p.port.to_string(), p.protocol.clone(), service.clone()],
             remediation: Some(
                 "Confirm the service should be reachable; close the port or restrict access if not.".into(),
             ),
+            endpoint: Some(endpoint.clone()),
             details: doc! {
                 "host": &address,
                 "hostnames": h.hostnames.clone(),
@@ -260,9 +279,84 @@ fn emit_host(h: Host, sink: &mut FindingSink) -> Result<(), ToolError> {
                 "cpe": p.cpes.clone(),
                 "scripts": p.scripts.clone(),
             },
+            ..NewFinding::default()
         })?;
+        for (cve, score, script) in cves {
+            let severity = score.map(severity_of_cvss).unwrap_or(Severity::Medium);
+            let mut v = Vulnerability::new(VulnId::Cve(cve.clone()), cve.clone(), severity);
+            v.cvss = score
+                .map(|s| vec![Cvss { version: "2.0".into(), base_score: s, vector: None, source: Some(script.clone()) }])
+                .unwrap_or_default();
+            if !product_name.is_empty() {
+                v.package = Some(AffectedPackage {
+                    name: product_name.clone(),
+                    version: product_version.clone(),
+                    ..AffectedPackage::default()
+                });
+            }
+            v.references = vec![format!("https://nvd.nist.gov/vuln/detail/{cve}")];
+            let on = if product.is_empty() { service.clone() } else { product.clone() };
+            sink.push(NewFinding {
+                class: FindingClass::Vulnerability,
+                rule_id: cve.clone(),
+                title: format!("{cve} in {on} on {resource_uid}"),
+                description: format!("The nmap script `{script}` reports {cve} for {on} listening on {resource_uid}."),
+                severity,
+                resource_uid: resource_uid.clone(),
+                resource_type: "network_endpoint".into(),
+                service: Some(service.clone()),
+                identity: vec![address.clone(), p.port.to_string(), p.protocol.clone(), cve.clone()],
+                remediation: Some(format!("Upgrade {on} to a release that fixes {cve}, or restrict access to the port.")),
+                vulnerabilities: vec![v],
+                endpoint: Some(endpoint.clone()),
+                details: doc! { "script": &script, "cpe": p.cpes.clone() },
+                ..NewFinding::default()
+            })?;
+        }
     }
     Ok(())
+}
+
+/// CVE ids named by the port's script output, once each, with the score printed after the id where the
+/// script gives one (`vulners`: `CVE-2018-15919<TAB>5.0<TAB>url`), and the script that named it.
+fn script_cves(scripts: &[Document]) -> Vec<(String, Option<f64>, String)> {
+    let mut out: Vec<(String, Option<f64>, String)> = Vec::new();
+    for s in scripts {
+        let script = s.get_str("id").unwrap_or_default().to_string();
+        let output = s.get_str("output").unwrap_or_default();
+        for line in output.lines() {
+            let tokens: Vec<&str> =
+                line.split(|c: char| c.is_whitespace() || c == ',' || c == ';').filter(|t| !t.is_empty()).collect();
+            for (i, t) in tokens.iter().enumerate() {
+                let Some(cve) = cve_id(t) else { continue };
+                let score = tokens.get(i + 1).and_then(|n| n.parse::<f64>().ok()).filter(|n| (0.0..=10.0).contains(n));
+                if !out.iter().any(|(c, _, _)| *c == cve) {
+                    out.push((cve, score, script.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `CVE-2014-0160` in a token (also `CVE:CVE-2014-0160`), upper-cased.
+fn cve_id(token: &str) -> Option<String> {
+    let upper = token.to_ascii_uppercase();
+    let at = upper.find("CVE-")?;
+    let rest = &upper[at + 4..];
+    let (year, num) = rest.split_once('-')?;
+    let num: String = num.chars().take_while(char::is_ascii_digit).collect();
+    (year.len() == 4 && year.bytes().all(|b| b.is_ascii_digit()) && num.len() >= 4).then(|| format!("CVE-{year}-{num}"))
+}
+
+fn severity_of_cvss(score: f64) -> Severity {
+    match score {
+        s if s >= 9.0 => Severity::Critical,
+        s if s >= 7.0 => Severity::High,
+        s if s >= 4.0 => Severity::Medium,
+        s if s > 0.0 => Severity::Low,
+        _ => Severity::Informational,
+    }
 }
 
 fn attr(e: &BytesStart<'_>, key: &str) -> Option<String> {
@@ -307,9 +401,29 @@ mod tests {
     }
 
     #[test]
-    fn hosts_with_only_closed_ports_report_nothing() {
-        let found = parse_file(&fixture("generated/nmap-sT-127.0.0.1-closed-only.xml")).expect("parses");
+    fn hosts_with_only_closed_ports_report_nothing_but_count_as_examined() {
+        let path = fixture("generated/nmap-sT-127.0.0.1-closed-only.xml");
+        let found = parse_file(&path).expect("parses");
         assert!(found.is_empty());
+        let mut sink = FindingSink::counting();
+        let file = std::fs::File::open(&path).expect("fixture");
+        parse_reader(BufReader::new(file), "x", &mut sink).expect("parses");
+        assert_eq!((sink.emitted, sink.examined), (0, 1));
+    }
+
+    #[test]
+    fn cves_named_by_scripts_become_vulnerability_findings() {
+        let found = parse_file(&fixture("defectdojo/nmap_script_vulners.xml")).expect("parses");
+        let vulns: Vec<&NewFinding> = found.iter().filter(|f| f.class == FindingClass::Vulnerability).collect();
+        assert_eq!(vulns.len(), 2, "{found:#?}");
+        let v = vulns.iter().find(|f| f.rule_id == "CVE-2018-15919").expect("CVE-2018-15919");
+        assert_eq!(v.severity, Severity::Medium);
+        assert_eq!(v.vulnerabilities[0].max_base_score(), Some(5.0));
+        assert_eq!(v.vulnerabilities[0].package.as_ref().map(|p| p.name.as_str()), Some("OpenSSH"));
+        assert_eq!(v.identity, vec!["192.168.0.1", "5022", "tcp", "CVE-2018-15919"]);
+        assert_eq!(found.iter().filter(|f| f.class == FindingClass::Detection).count(), 1);
+        assert_eq!(cve_id("CVE:CVE-2014-0160"), Some("CVE-2014-0160".into()));
+        assert_eq!(cve_id("CVE-20-1"), None);
     }
 
     #[test]

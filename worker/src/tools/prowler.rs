@@ -10,6 +10,7 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use bson::doc;
+use cspm_shared::domain::finding::Verdict;
 use cspm_shared::domain::provider::{GLOBAL_REGION, Provider};
 use cspm_shared::domain::severity::Severity;
 use cspm_shared::store::accounts::{self, AccountDoc};
@@ -131,7 +132,7 @@ fn write_secret_file(dir: &Path, name: &str, content: &str) -> Result<PathBuf, T
     Ok(path)
 }
 
-/// The fields of a Prowler OCSF finding the fleet uses today.
+/// The fields of a Prowler OCSF finding the fleet uses.
 #[derive(Deserialize)]
 struct OcsfFinding {
     #[serde(default)]
@@ -143,15 +144,27 @@ struct OcsfFinding {
     #[serde(default)]
     status_code: Option<String>,
     #[serde(default)]
+    status_id: Option<i64>,
+    #[serde(default)]
     status_detail: Option<String>,
     #[serde(default)]
     message: Option<String>,
+    #[serde(default)]
+    risk_details: Option<String>,
     #[serde(default)]
     resources: Vec<Resource>,
     #[serde(default)]
     remediation: Option<Remediation>,
     #[serde(default)]
     cloud: Option<Cloud>,
+    #[serde(default)]
+    unmapped: Unmapped,
+    /// Prowler 3's JSON (pre-OCSF) names its checks here: recognised to say so.
+    #[serde(rename = "CheckID", default)]
+    legacy_check_id: Option<serde::de::IgnoredAny>,
+    /// AWS Security Hub (ASFF) output.
+    #[serde(rename = "SchemaVersion", default)]
+    asff_schema: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize, Default)]
@@ -162,34 +175,60 @@ struct FindingInfo {
     title: String,
     #[serde(default)]
     desc: String,
+    #[serde(default)]
+    types: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
 struct Metadata {
     #[serde(default)]
     event_code: String,
+    #[serde(default)]
+    version: String,
 }
 
 #[derive(Deserialize)]
 struct Resource {
     #[serde(default)]
     uid: String,
+    #[serde(default)]
+    name: String,
     #[serde(rename = "type", default)]
     kind: String,
     #[serde(default)]
     region: String,
+    #[serde(default)]
+    group: Option<Group>,
+}
+
+#[derive(Deserialize)]
+struct Group {
+    #[serde(default)]
+    name: String,
 }
 
 #[derive(Deserialize)]
 struct Remediation {
     #[serde(default)]
     desc: String,
+    #[serde(default)]
+    references: Vec<String>,
 }
 
 #[derive(Deserialize)]
 struct Cloud {
     #[serde(default)]
     region: String,
+}
+
+#[derive(Deserialize, Default)]
+struct Unmapped {
+    #[serde(default)]
+    compliance: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    related_url: Option<String>,
+    #[serde(default)]
+    muted: Option<bool>,
 }
 
 /// Finds Prowler's `*.ocsf.json` output in the SubJob's directory.
@@ -210,9 +249,11 @@ pub fn parse(workdir: &Path, max_bytes: u64, sink: &mut FindingSink) -> Result<(
 }
 
 /// Streams the JSON array element by element.
-pub fn parse_reader<R: std::io::Read>(input: R, name: &str, sink: &mut FindingSink) -> Result<(), ToolError> {
+pub fn parse_reader<R: std::io::BufRead>(mut input: R, name: &str, sink: &mut FindingSink) -> Result<(), ToolError> {
     struct ArrayVisitor<'a> {
         sink: &'a mut FindingSink,
+        name: &'a str,
+        index: u64,
         error: Option<ToolError>,
     }
     impl<'de> Visitor<'de> for &mut ArrayVisitor<'_> {
@@ -222,7 +263,12 @@ pub fn parse_reader<R: std::io::Read>(input: R, name: &str, sink: &mut FindingSi
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
             while let Some(f) = seq.next_element::<OcsfFinding>()? {
-                if let Err(e) = self.sink.push(to_finding(f)) {
+                let result = to_finding(f, self.name, self.index).and_then(|f| {
+                    self.sink.count_examined(1);
+                    self.sink.push(f)
+                });
+                self.index += 1;
+                if let Err(e) = result {
                     self.error = Some(e);
                     return Ok(());
                 }
@@ -230,8 +276,13 @@ pub fn parse_reader<R: std::io::Read>(input: R, name: &str, sink: &mut FindingSi
             Ok(())
         }
     }
+    if input.fill_buf().map(|b| b.iter().all(u8::is_ascii_whitespace)).unwrap_or(false) {
+        return Err(ToolError::new(format!(
+            "{name}: the Prowler output is empty (Prowler stopped before writing its findings; see its log)"
+        )));
+    }
     let mut de = serde_json::Deserializer::from_reader(input);
-    let mut visitor = ArrayVisitor { sink, error: None };
+    let mut visitor = ArrayVisitor { sink, name, index: 0, error: None };
     serde::Deserializer::deserialize_seq(&mut de, &mut visitor).map_err(|e| {
         ToolError::new(format!(
             "{name}: not valid Prowler json-ocsf output at line {}, column {}: {e}",
@@ -246,7 +297,28 @@ pub fn parse_reader<R: std::io::Read>(input: R, name: &str, sink: &mut FindingSi
     sink.flush()
 }
 
-fn to_finding(f: OcsfFinding) -> NewFinding {
+fn to_finding(f: OcsfFinding, name: &str, index: u64) -> Result<NewFinding, ToolError> {
+    if f.legacy_check_id.is_some() {
+        return Err(ToolError::new(format!(
+            "{name}: this is Prowler 3's JSON format, not json-ocsf; run Prowler 4 or later with `--output-formats json-ocsf`"
+        )));
+    }
+    if f.asff_schema.is_some() {
+        return Err(ToolError::new(format!(
+            "{name}: this is AWS Security Hub (ASFF) output, not json-ocsf; run Prowler with `--output-formats json-ocsf`"
+        )));
+    }
+    if f.finding_info.uid.trim().is_empty() {
+        return Err(ToolError::new(format!(
+            "{name}: finding {index} has no finding_info.uid (is this Prowler json-ocsf output?)"
+        )));
+    }
+    let verdict = match f.status_code.as_deref() {
+        Some(code) => Verdict::parse_loose(code).ok_or_else(|| {
+            ToolError::new(format!("{name}: finding {index} has an unknown status_code `{code}` (expected PASS, FAIL or MANUAL)"))
+        })?,
+        None => Verdict::Fail,
+    };
     let resource = f.resources.first();
     let region = resource
         .map(|r| r.region.clone())
@@ -255,21 +327,45 @@ fn to_finding(f: OcsfFinding) -> NewFinding {
         .unwrap_or_default();
     let severity = f.severity.as_deref().and_then(|s| s.parse().ok()).unwrap_or(Severity::Informational);
     let description = f.status_detail.or(f.message).filter(|s| !s.is_empty()).unwrap_or(f.finding_info.desc);
-    NewFinding {
-        rule_id: f.metadata.event_code.clone(),
+    let (remediation, mut references) = match f.remediation {
+        Some(r) => (Some(r.desc).filter(|d| !d.is_empty()), r.references),
+        None => (None, Vec::new()),
+    };
+    if let Some(url) = f.unmapped.related_url.filter(|u| !u.is_empty() && !references.contains(u)) {
+        references.push(url);
+    }
+    let service = resource.and_then(|r| r.group.as_ref()).map(|g| g.name.clone()).filter(|s| !s.is_empty());
+    let mut details = doc! {
+        "status_code": verdict.status_code(),
+        "check_id": &f.metadata.event_code,
+        "region": region,
+        "categories": f.finding_info.types.clone(),
+        "prowler_finding_uid": &f.finding_info.uid,
+    };
+    if let Some(risk) = f.risk_details.filter(|r| !r.is_empty()) {
+        details.insert("risk", risk);
+    }
+    if !f.metadata.version.is_empty() {
+        details.insert("ocsf_version", f.metadata.version);
+    }
+    Ok(NewFinding {
+        rule_id: f.metadata.event_code,
         title: f.finding_info.title,
         description,
         severity,
+        verdict,
+        muted: f.status_id == Some(3) || f.unmapped.muted == Some(true),
         resource_uid: resource.map(|r| r.uid.clone()).unwrap_or_default(),
         resource_type: resource.map(|r| r.kind.clone()).unwrap_or_default(),
+        resource_name: resource.map(|r| r.name.clone()).filter(|n| !n.is_empty()),
+        service,
         identity: vec![f.finding_info.uid],
-        remediation: f.remediation.map(|r| r.desc),
-        details: doc! {
-            "status_code": f.status_code.unwrap_or_default(),
-            "check_id": f.metadata.event_code,
-            "region": region,
-        },
-    }
+        remediation,
+        references,
+        compliance: f.unmapped.compliance,
+        details,
+        ..NewFinding::default()
+    })
 }
 
 #[cfg(test)]
@@ -293,6 +389,8 @@ mod tests {
             }
             assert!(!all.is_empty(), "{cloud}");
             assert!(all.iter().all(|f| !f.rule_id.is_empty() && f.identity.len() == 1), "{cloud}");
+            assert!(all.iter().any(|f| !f.compliance.is_empty()), "{cloud}: compliance kept");
+            assert!(all.iter().all(|f| f.service.is_some()), "{cloud}: service kept");
         }
     }
 
@@ -304,5 +402,13 @@ mod tests {
         assert!(err.message.contains("out.ocsf.json") && err.message.contains("line 1"), "{err}");
         let err = parse_reader(&b"{\"not\": \"an array\"}"[..], "legacy.json", &mut sink).expect_err("object");
         assert!(err.message.contains("legacy.json"), "{err}");
+        let v3 = br#"[{"AssessmentStartTime": "2023-01-01", "CheckID": "s3_bucket_public_access", "Status": "FAIL"}]"#;
+        let err = parse_reader(&v3[..], "v3.json", &mut sink).expect_err("v3");
+        assert!(err.message.contains("Prowler 3") && err.message.contains("json-ocsf"), "{err}");
+        let err = parse_reader(&b"  \n"[..], "empty.ocsf.json", &mut sink).expect_err("empty");
+        assert!(err.message.contains("empty"), "{err}");
+        let mut counting = FindingSink::counting();
+        parse_reader(&b"[]"[..], "none.ocsf.json", &mut counting).expect("an empty array is a report");
+        assert_eq!((counting.emitted, counting.examined), (0, 0));
     }
 }

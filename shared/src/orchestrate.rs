@@ -229,6 +229,7 @@ pub async fn start_network_scan(
             scan_type: req.scan_type,
             web_profile: None,
             artifact: None,
+            scanners: Vec::new(),
         }),
     );
     runs::insert(db, &run).await?;

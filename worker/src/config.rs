@@ -60,6 +60,12 @@ pub const WORKER_KEYS: &[KeySpec] = &[
     KeySpec::optional("CSPM_NMAP_PATH", "nmap", "the nmap executable"),
     KeySpec::optional("CSPM_PROWLER_PATH", "prowler", "the prowler executable"),
     KeySpec::optional("CSPM_TRIVY_PATH", "trivy", "the trivy executable"),
+    KeySpec::unset("CSPM_TRIVY_CACHE_DIR", "Trivy's cache (vulnerability database, checks); unset: Trivy's default"),
+    KeySpec::optional(
+        "CSPM_TRIVY_OFFLINE",
+        "false",
+        "run Trivy without network access to its databases (use the cached database; no update checks)",
+    ),
     KeySpec::optional("CSPM_WAPITI_PATH", "wapiti", "the wapiti executable (web scans)"),
     KeySpec::optional("CSPM_ZAP_PATH", "zap.sh", "the ZAP launcher (web scans)"),
     KeySpec::unset(
@@ -104,6 +110,8 @@ pub struct WorkerConfig {
     pub nmap_path: String,
     pub prowler_path: String,
     pub trivy_path: String,
+    pub trivy_cache_dir: Option<PathBuf>,
+    pub trivy_offline: bool,
     pub wapiti_path: String,
     pub zap_path: String,
     /// Directories filesystem scans may read (canonical, absolute); empty: none.
@@ -160,6 +168,8 @@ impl WorkerConfig {
             nmap_path: env.string("CSPM_NMAP_PATH", "nmap"),
             prowler_path: env.string("CSPM_PROWLER_PATH", "prowler"),
             trivy_path: env.string("CSPM_TRIVY_PATH", "trivy"),
+            trivy_cache_dir: env.optional_string("CSPM_TRIVY_CACHE_DIR").map(PathBuf::from),
+            trivy_offline: env.flag("CSPM_TRIVY_OFFLINE", false),
             wapiti_path: env.string("CSPM_WAPITI_PATH", "wapiti"),
             zap_path: env.string("CSPM_ZAP_PATH", "zap.sh"),
             scan_path_roots: env.dir_list("CSPM_SCAN_PATH_ROOTS"),

@@ -37,6 +37,10 @@ pub struct NativeSpec {
     /// What a Trivy target is.
     #[serde(default)]
     pub artifact: Option<ArtifactKind>,
+    /// Which of the tool's scanners to run (Trivy: `vuln`, `secret`, `misconfig`); empty: the tool's
+    /// default for the target.
+    #[serde(default)]
+    pub scanners: Vec<String>,
 }
 
 fn default_network_scan_type() -> NetworkScanType {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use cspm_shared::auth::crypto::CredentialCipher;
 use cspm_shared::config::{ConfigError, Env, KeySpec};
 use cspm_shared::domain::native::TargetPolicy;
+use cspm_shared::domain::scan::Tool;
 use cspm_shared::orchestrate::RunLimits;
 use cspm_shared::settings::{COMMON_KEYS, CommonSettings};
 use secrecy::SecretString;
@@ -38,6 +39,15 @@ pub const API_KEYS: &[KeySpec] = &[
     KeySpec::optional("CSPM_CLOUD_SUBJOB_TIMEOUT_SECS", "3600", "time limit of one cloud sub-job"),
     KeySpec::optional("CSPM_NATIVE_SUBJOB_TIMEOUT_SECS", "1800", "time limit of one native scan"),
     KeySpec::optional("CSPM_MAX_BODY_BYTES", "1048576", "largest accepted request body"),
+    KeySpec::optional(
+        "CSPM_WEB_SCANNER",
+        "wapiti",
+        "the tool of web-vulnerability scans when the request names none: wapiti or zap",
+    ),
+    KeySpec::unset(
+        "CSPM_SCAN_PATH_ROOTS",
+        "comma-separated directories under which filesystem and IaC scans may read (unset: such scans are refused); the workers check it again",
+    ),
     KeySpec::optional("CSPM_REQUEST_TIMEOUT_SECS", "30", "time limit of one request"),
 ];
 
@@ -58,6 +68,8 @@ pub struct ApiConfig {
     pub target_policy: TargetPolicy,
     pub limits: RunLimits,
     pub max_body_bytes: usize,
+    pub web_scanner: Tool,
+    pub scan_path_roots: Vec<std::path::PathBuf>,
     pub request_timeout: Duration,
 }
 
@@ -113,6 +125,15 @@ impl ApiConfig {
                 feed_batch: 500,
             },
             max_body_bytes: env.bounded("CSPM_MAX_BODY_BYTES", 1_048_576, 1024, 64 * 1_048_576),
+            web_scanner: match env.string("CSPM_WEB_SCANNER", "wapiti").as_str() {
+                "wapiti" => Tool::Wapiti,
+                "zap" => Tool::Zap,
+                other => {
+                    env.refuse("CSPM_WEB_SCANNER", &format!("`{other}` is not a web scanner (use wapiti or zap)"));
+                    Tool::Wapiti
+                }
+            },
+            scan_path_roots: env.dir_list("CSPM_SCAN_PATH_ROOTS"),
             request_timeout: env.seconds("CSPM_REQUEST_TIMEOUT_SECS", 30, 1, 3600),
             common,
             cipher: cipher.unwrap_or_else(|| {

@@ -16,6 +16,7 @@ pub const PLATFORM_DB: &str = "cspm_platform";
 pub const ORCHESTRATION_DB: &str = "cspm_orchestration";
 pub const CLOUD_SECURITY_DB: &str = "cspm_cloud_security";
 pub const NATIVE_SCANS_DB: &str = "native_scans";
+pub const VULNERABILITIES_DB: &str = "cspm_vulnerabilities";
 
 /// Handles to every collection the fleet uses. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -27,10 +28,12 @@ pub struct Mongo {
     pub sub_jobs: Collection<Document>,
     pub cloud_accounts: Collection<Document>,
     pub findings: Collection<Document>,
+    pub occurrences: Collection<Document>,
     pub scan_results: Collection<Document>,
     platform: Database,
     cloud_security: Database,
     orchestration: Database,
+    vulnerabilities: Database,
 }
 
 impl Mongo {
@@ -53,6 +56,7 @@ impl Mongo {
         let orchestration = db(ORCHESTRATION_DB);
         let cloud = db(CLOUD_SECURITY_DB);
         let native = db(NATIVE_SCANS_DB);
+        let vulnerabilities = db(VULNERABILITIES_DB);
         Self {
             users: platform.collection("users"),
             teams: platform.collection("teams"),
@@ -60,10 +64,12 @@ impl Mongo {
             sub_jobs: orchestration.collection("sub_jobs"),
             cloud_accounts: cloud.collection("cloud_accounts"),
             findings: cloud.collection("findings"),
+            occurrences: vulnerabilities.collection("vulnerability_occurrences"),
             scan_results: native.collection("scan_results"),
             platform,
             cloud_security: cloud,
             orchestration,
+            vulnerabilities,
             client,
         }
     }
@@ -74,6 +80,10 @@ impl Mongo {
 
     pub fn cloud_security_db(&self) -> &Database {
         &self.cloud_security
+    }
+
+    pub fn vulnerabilities_db(&self) -> &Database {
+        &self.vulnerabilities
     }
 
     pub fn client(&self) -> &Client {
@@ -139,6 +149,29 @@ impl Mongo {
                     ("uniq_dedup_key", doc! { "dedup_key": 1 }, true),
                     ("team_last_seen", doc! { "team_id": 1, "last_seen": -1 }, false),
                     ("team_run", doc! { "team_id": 1, "last_run_id": 1 }, false),
+                    (
+                        "scope_status",
+                        doc! { "team_id": 1, "tool": 1, "account_id": 1, "target": 1, "region": 1, "status": 1 },
+                        false,
+                    ),
+                    ("team_status_severity", doc! { "team_id": 1, "status": 1, "severity_id": -1 }, false),
+                    ("team_rule", doc! { "team_id": 1, "rule_id": 1 }, false),
+                    ("first_subjob", doc! { "first_subjob_id": 1 }, false),
+                    ("resolved_by_subjob", doc! { "resolution.subjob_id": 1 }, false),
+                    ("reopened_by_subjob", doc! { "reopened_subjob_id": 1 }, false),
+                ],
+            ),
+            (
+                &self.occurrences,
+                vec![
+                    ("team_status_risk", doc! { "team_id": 1, "status": 1, "risk_score": -1 }, false),
+                    ("team_vulnerability", doc! { "team_id": 1, "vulnerability_id": 1 }, false),
+                    ("team_asset", doc! { "team_id": 1, "asset_id": 1 }, false),
+                    (
+                        "scope_status",
+                        doc! { "team_id": 1, "tool": 1, "account_id": 1, "target": 1, "region": 1, "status": 1 },
+                        false,
+                    ),
                 ],
             ),
             (

@@ -203,34 +203,67 @@ pub async fn start_network_scan(
     policy.resolve(&target).await.map_err(|e| StartError::InvalidField("target", e))?;
     let ports =
         req.ports.as_deref().map(PortList::parse).transpose().map_err(|e| StartError::InvalidField("ports", e))?;
+    let spec = NativeSpec {
+        target: target.to_string(),
+        ports,
+        scan_type: req.scan_type,
+        web_profile: None,
+        artifact: None,
+        scanners: Vec::new(),
+    };
+    let req = NativeScanRequest {
+        team: req.team,
+        tool: Tool::Nmap,
+        spec,
+        scan_type: req.scan_type.as_str().to_string(),
+        trigger: req.trigger,
+        created_by: req.created_by,
+    };
+    start_native_scan(db, queues, req, limits).await
+}
+
+/// A request for a native scan of one target by one tool, its target already checked by the caller
+/// (SSRF guard for hosts and URLs, allowed roots for paths, grammar for images).
+#[derive(Debug, Clone)]
+pub struct NativeScanRequest {
+    pub team: TeamId,
+    pub tool: Tool,
+    pub spec: NativeSpec,
+    /// The profile shown for the run (`port_scan`, `quick`, `image`...).
+    pub scan_type: String,
+    pub trigger: String,
+    pub created_by: Option<UserId>,
+}
+
+/// Starts a native scan: one run with one SubJob on the native queue.
+pub async fn start_native_scan(
+    db: &Mongo,
+    queues: &Queues,
+    req: NativeScanRequest,
+    limits: &RunLimits,
+) -> Result<RunDoc, StartError> {
     let mut run = RunDoc::queued(
         RunId::new(),
         req.team.clone(),
         RunKind::Native,
-        req.scan_type.as_str(),
+        &req.scan_type,
         &req.trigger,
         req.created_by.clone(),
     );
-    run.target = Some(target.to_string());
+    run.target = Some(req.spec.target.clone());
     run.regions = vec![GLOBAL_REGION.to_string()];
-    run.tools = vec![Tool::Nmap.as_str().to_string()];
+    run.tools = vec![req.tool.as_str().to_string()];
     run.sub_jobs_count = 1;
     run.estimated_completion = Some(run.created_at.plus(Duration::from_secs(300)));
+    let spec = req.spec;
     let job = new_subjob(
         &run,
         QueueKind::Native,
-        ToolId::plain(Tool::Nmap),
+        ToolId::plain(req.tool),
         GLOBAL_REGION.to_string(),
         limits,
         limits.native_timeout,
-        |j| j.native = Some(NativeSpec {
-            target: target.to_string(),
-            ports: ports.clone(),
-            scan_type: req.scan_type,
-            web_profile: None,
-            artifact: None,
-            scanners: Vec::new(),
-        }),
+        move |j| j.native = Some(spec),
     );
     runs::insert(db, &run).await?;
     persist(db, queues, QueueKind::Native, &run, vec![job], limits).await?;

@@ -16,6 +16,7 @@ use cspm_shared::error::StoreError;
 use cspm_shared::ids::{RunId, SubJobId};
 use cspm_shared::queue::{Queues, SubJobMessage};
 use cspm_shared::store::findings::{self, FindingScope, NewFinding};
+use cspm_shared::store::occurrences;
 use cspm_shared::store::runs;
 use cspm_shared::store::subjobs::{self, Claim, Finishing, HandBack, Lease, Outcome, Renewal, SubJobDoc};
 use cspm_shared::time::Timestamp;
@@ -489,7 +490,11 @@ async fn store(ctx: &WorkerCtx, job: &SubJobDoc, workdir: &Path, adapter: Adapte
         if store_error.is_some() || lease_lost {
             continue; // drain so the parser can finish
         }
-        match findings::upsert_batch(&ctx.mongo, &scope, &batch).await {
+        let stored = match findings::upsert_batch(&ctx.mongo, &scope, &batch).await {
+            Ok(stats) => occurrences::sync_batch(&ctx.mongo, &scope, &batch).await.map(|_| stats),
+            Err(e) => Err(e),
+        };
+        match stored {
             Ok(stats) => {
                 outcome.findings_count += batch.len() as i64;
                 outcome.new_findings += stats.inserted;
@@ -528,7 +533,11 @@ async fn store(ctx: &WorkerCtx, job: &SubJobDoc, workdir: &Path, adapter: Adapte
             Err(e) => return Ending::Failed(format!("storing findings failed: {e}"), outcome),
         }
     } else {
-        match findings::resolve_unseen(&ctx.mongo, &scope).await {
+        let resolved = match findings::resolve_unseen(&ctx.mongo, &scope).await {
+            Ok(n) => occurrences::resolve_unseen(&ctx.mongo, &scope).await.map(|_| n),
+            Err(e) => Err(e),
+        };
+        match resolved {
             Ok(n) => outcome.resolved_findings += n,
             Err(e) => return Ending::Failed(format!("resolving findings failed: {e}"), outcome),
         }

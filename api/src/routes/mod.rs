@@ -2,11 +2,13 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod findings;
 pub mod native;
 pub mod scans;
+pub mod vulnerabilities;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use cspm_shared::time::Timestamp;
 
 use crate::problem::ApiError;
@@ -29,7 +31,20 @@ pub fn api_router() -> Router<AppState> {
         .route("/api/cloud-scans/{run_id}/status", get(scans::status))
         .route("/api/cloud-scans/{run_id}/summary", get(scans::summary))
         .route("/api/cloud-scans/{run_id}/ocsf", get(scans::ocsf))
+        .route("/api/cspm/findings", get(findings::list))
+        .route("/api/cspm/findings/grouped", get(findings::grouped))
+        .route("/api/cspm/findings/stats", get(findings::stats))
+        .route("/api/cspm/findings/{id}", get(findings::get))
+        .route("/api/cspm/findings/{id}/resolve", post(findings::resolve))
+        .route("/api/cspm/findings/{id}/suppress", post(findings::suppress))
+        .route("/api/cspm/findings/{id}/unsuppress", post(findings::unsuppress))
+        .route("/api/vulnerabilities/occurrences", get(vulnerabilities::list))
+        .route("/api/vulnerabilities/occurrences/{id}", get(vulnerabilities::get))
+        .route("/api/vulnerabilities/occurrences/{id}/status", put(vulnerabilities::set_status))
         .route("/api/native-scans/network-discovery", post(native::network_discovery))
+        .route("/api/native-scans/web-vulnerability", post(native::web_vulnerability))
+        .route("/api/native-scans/container-image", post(native::container_image))
+        .route("/api/native-scans/filesystem", post(native::filesystem))
         .route("/api/native-scans/results", get(native::results_list))
         .route("/api/native-scans/results/{scan_id}", get(native::result))
 }
@@ -40,6 +55,35 @@ pub async fn not_found() -> ApiError {
 
 pub async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+/// BSON to JSON; stored times (`*_at` fields, and `first_seen` / `last_seen`, epoch milliseconds)
+/// become RFC 3339.
+pub fn bson_to_json(b: bson::Bson) -> serde_json::Value {
+    use bson::Bson;
+    use serde_json::{Value, json};
+    let is_time = |k: &str| k.ends_with("_at") || k == "first_seen" || k == "last_seen" || k == "until";
+    match b {
+        Bson::Document(d) => Value::Object(
+            d.into_iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Bson::Int64(ms) if is_time(&k) => json!(Timestamp::from_millis(ms).to_rfc3339()),
+                        other => bson_to_json(other),
+                    };
+                    (k, v)
+                })
+                .collect(),
+        ),
+        Bson::Array(a) => Value::Array(a.into_iter().map(bson_to_json).collect()),
+        Bson::Int32(n) => json!(n),
+        Bson::Int64(n) => json!(n),
+        Bson::Double(f) => json!(f),
+        Bson::Boolean(b) => json!(b),
+        Bson::String(s) => json!(s),
+        Bson::Null => Value::Null,
+        other => json!(other.to_string()),
+    }
 }
 
 pub fn rfc3339(t: Timestamp) -> String {

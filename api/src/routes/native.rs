@@ -5,20 +5,25 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use bson::{Bson, Document, doc};
-use cspm_shared::domain::native::NetworkScanType;
+use cspm_shared::domain::native::{
+    ArtifactKind, NetworkScanType, WebScanProfile, WebTarget, parse_image_ref, path_under_roots,
+};
 use cspm_shared::domain::role::Permission;
 use cspm_shared::domain::scan::RunStatus;
+use cspm_shared::domain::scan::Tool;
 use cspm_shared::ids::RunId;
-use cspm_shared::orchestrate::{self, NetworkScanRequest, StartError};
+use cspm_shared::orchestrate::{self, NativeScanRequest, NetworkScanRequest, StartError};
 use cspm_shared::store::results;
+use cspm_shared::store::runs::RunDoc;
 use cspm_shared::store::runs::RunKind;
-use cspm_shared::time::Timestamp;
+use cspm_shared::store::subjobs::NativeSpec;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery, page};
 use crate::problem::{ApiError, ApiResult};
+use crate::routes::bson_to_json;
 use crate::state::AppState;
 
 #[derive(Deserialize)]
@@ -76,6 +81,160 @@ pub async fn network_discovery(
     ))
 }
 
+/// The answer to a started native scan (the seed's shape).
+fn started(run: &cspm_shared::store::runs::RunDoc, tool: Tool) -> (StatusCode, Json<Value>) {
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "success": true,
+            "scan_id": run.id,
+            "status": run.status,
+            "target": run.target,
+            "scan_type": run.scan_type,
+            "tool_type": tool.as_str(),
+            "findings_count": 0,
+        })),
+    )
+}
+
+async fn start(s: &AppState, caller: &Caller, tool: Tool, spec: NativeSpec, scan_type: &str) -> ApiResult<RunDoc> {
+    s.queues.ping().await?;
+    let req = NativeScanRequest {
+        team: caller.team.clone(),
+        tool,
+        spec,
+        scan_type: scan_type.to_string(),
+        trigger: "api".into(),
+        created_by: Some(caller.user.clone()),
+    };
+    let run = orchestrate::start_native_scan(&s.mongo, &s.queues, req, &s.config.limits).await?;
+    s.metrics
+        .runs_started
+        .get_or_create(&vec![("kind".into(), "native".into()), ("outcome".into(), "created".into())])
+        .inc();
+    tracing::info!(run.id = %run.id, tool = tool.as_str(), "native scan started");
+    Ok(run)
+}
+
+fn spec(target: String) -> NativeSpec {
+    NativeSpec {
+        target,
+        ports: None,
+        scan_type: NetworkScanType::PortScan,
+        web_profile: None,
+        artifact: None,
+        scanners: Vec::new(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebScanBody {
+    target_url: String,
+    #[serde(default)]
+    scan_type: Option<String>,
+    /// `wapiti` or `zap`; the fleet's default (`CSPM_WEB_SCANNER`) when absent.
+    #[serde(default)]
+    tool: Option<String>,
+}
+
+/// `POST /api/native-scans/web-vulnerability`: a web application scan (Wapiti or ZAP) of a URL the SSRF
+/// guard allows.
+pub async fn web_vulnerability(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<WebScanBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require(Permission::RunScans)?;
+    let profile: WebScanProfile = match body.scan_type.as_deref() {
+        None => WebScanProfile::Standard,
+        Some(t) => t.parse().map_err(|e: String| ApiError::invalid("scan_type", e))?,
+    };
+    let tool = match body.tool.as_deref() {
+        None => s.config.web_scanner,
+        Some("wapiti") => Tool::Wapiti,
+        Some("zap") => Tool::Zap,
+        Some(other) => {
+            return Err(ApiError::invalid("tool", format!("`{other}` is not a web scanner (wapiti or zap)")));
+        }
+    };
+    let target = WebTarget::parse(&body.target_url).map_err(|e| ApiError::invalid("target_url", e))?;
+    s.config.target_policy.resolve(&target.host).await.map_err(|e| ApiError::invalid("target_url", e))?;
+    let mut spec = spec(target.url);
+    spec.web_profile = Some(profile);
+    let run = start(&s, &caller, tool, spec, profile.as_str()).await?;
+    Ok(started(&run, tool))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageScanBody {
+    image: String,
+    /// Trivy scanners: `vuln`, `secret`, `misconfig`, `license` (default: the first three).
+    #[serde(default)]
+    scanners: Option<Vec<String>>,
+}
+
+fn scanners(list: Option<Vec<String>>) -> ApiResult<Vec<String>> {
+    let list = list.unwrap_or_default();
+    for sc in &list {
+        if !["vuln", "secret", "misconfig", "license"].contains(&sc.as_str()) {
+            return Err(ApiError::invalid(
+                "scanners",
+                format!("`{sc}` is not a scanner (vuln, secret, misconfig, license)"),
+            ));
+        }
+    }
+    Ok(list)
+}
+
+/// `POST /api/native-scans/container-image`: Trivy on an image reference.
+pub async fn container_image(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<ImageScanBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require(Permission::RunScans)?;
+    let image = parse_image_ref(&body.image).map_err(|e| ApiError::invalid("image", e))?;
+    let mut spec = spec(image);
+    spec.artifact = Some(ArtifactKind::Image);
+    spec.scanners = scanners(body.scanners)?;
+    let run = start(&s, &caller, Tool::Trivy, spec, "image").await?;
+    Ok(started(&run, Tool::Trivy))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathScanBody {
+    path: String,
+    /// `filesystem` (packages, secrets and IaC; the default) or `config` (IaC only).
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    scanners: Option<Vec<String>>,
+}
+
+/// `POST /api/native-scans/filesystem`: Trivy on a directory under the operator's allowed roots
+/// (`CSPM_SCAN_PATH_ROOTS`): dependencies, secrets and infrastructure-as-code.
+pub async fn filesystem(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<PathScanBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require(Permission::RunScans)?;
+    let kind = match body.kind.as_deref() {
+        None | Some("filesystem") => ArtifactKind::Filesystem,
+        Some("config") => ArtifactKind::Config,
+        Some(other) => return Err(ApiError::invalid("kind", format!("`{other}`: expected filesystem or config"))),
+    };
+    let path = path_under_roots(&body.path, &s.config.scan_path_roots).map_err(|e| ApiError::invalid("path", e))?;
+    let mut spec = spec(path.display().to_string());
+    spec.artifact = Some(kind);
+    spec.scanners = scanners(body.scanners)?;
+    let run = start(&s, &caller, Tool::Trivy, spec, kind.as_str()).await?;
+    Ok(started(&run, Tool::Trivy))
+}
+
 pub async fn result(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     caller.require(Permission::ViewScans)?;
     let not_found = || ApiError::NotFound(format!("Scan result not found: {id}"));
@@ -126,29 +285,4 @@ fn result_view(mut d: Document) -> Value {
     d.remove("_id");
     d.remove("team_id");
     bson_to_json(Bson::Document(d))
-}
-
-/// BSON to JSON; stored times (`*_at` fields, epoch milliseconds) become RFC 3339.
-fn bson_to_json(b: Bson) -> Value {
-    match b {
-        Bson::Document(d) => Value::Object(
-            d.into_iter()
-                .map(|(k, v)| {
-                    let v = match v {
-                        Bson::Int64(ms) if k.ends_with("_at") => json!(Timestamp::from_millis(ms).to_rfc3339()),
-                        other => bson_to_json(other),
-                    };
-                    (k, v)
-                })
-                .collect(),
-        ),
-        Bson::Array(a) => Value::Array(a.into_iter().map(bson_to_json).collect()),
-        Bson::Int32(n) => json!(n),
-        Bson::Int64(n) => json!(n),
-        Bson::Double(f) => json!(f),
-        Bson::Boolean(b) => json!(b),
-        Bson::String(s) => json!(s),
-        Bson::Null => Value::Null,
-        other => json!(other.to_string()),
-    }
 }

@@ -256,6 +256,8 @@ pub async fn summary(State(s): State<AppState>, caller: Caller, Path(id): Path<S
         "finished": run.status.is_terminal(),
         "total_findings": summary.total_findings,
         "new_findings": summary.new_findings,
+        "resolved_findings": summary.resolved_findings,
+        "reopened_findings": summary.reopened_findings,
         "by_severity": summary.by_severity,
         "sub_jobs": counts,
         "warnings": summary.warnings,

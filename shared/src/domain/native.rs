@@ -335,6 +335,92 @@ pub fn path_under_roots(raw: &str, roots: &[std::path::PathBuf]) -> Result<std::
     }
 }
 
+/// A web application to scan: an `http` or `https` URL without credentials in it. Its host goes through
+/// the SSRF guard like any native target ([`TargetPolicy::resolve`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebTarget {
+    /// The URL as it will be given to the scanner (normalised).
+    pub url: String,
+    pub host: Target,
+}
+
+impl WebTarget {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let s = raw.trim();
+        if s.is_empty() || s.len() > 2048 {
+            return Err("target_url must be an http or https URL of at most 2048 characters".into());
+        }
+        let url = url::Url::parse(s).map_err(|e| format!("`{s}` is not a URL: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("`{s}`: only http and https URLs can be scanned"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("credentials in the URL are not accepted".into());
+        }
+        let host = match url.host() {
+            Some(url::Host::Domain(d)) => Target::parse(d)?,
+            Some(url::Host::Ipv4(ip)) => Target::Ip(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Target::Ip(IpAddr::V6(ip)),
+            None => return Err(format!("`{s}` names no host")),
+        };
+        Ok(Self { url: url.to_string(), host })
+    }
+}
+
+/// Checks a container image reference (`[registry[:port]/]repository[:tag][@sha256:digest]`) and
+/// returns it trimmed. Strict on purpose: the reference reaches a scanner's command line.
+pub fn parse_image_ref(raw: &str) -> Result<String, String> {
+    let s = raw.trim();
+    let bad = || format!("`{s}` is not a container image reference (registry/repository[:tag][@sha256:digest])");
+    if s.is_empty() || s.len() > 255 || s.starts_with(['-', '.', '/', ':', '@']) {
+        return Err(bad());
+    }
+    let (name_tag, digest) = match s.split_once('@') {
+        Some((n, d)) => (n, Some(d)),
+        None => (s, None),
+    };
+    if let Some(d) = digest {
+        let hex = d.strip_prefix("sha256:").ok_or_else(bad)?;
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+            return Err(bad());
+        }
+    }
+    // A tag follows the last ':' that comes after the last '/' (a ':' before it is a registry port).
+    let last_slash = name_tag.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match name_tag[last_slash..].rfind(':') {
+        Some(i) => (&name_tag[..last_slash + i], Some(&name_tag[last_slash + i + 1..])),
+        None => (name_tag, None),
+    };
+    if let Some(t) = tag {
+        let ok = !t.is_empty()
+            && t.len() <= 128
+            && !t.starts_with(['.', '-'])
+            && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !ok {
+            return Err(bad());
+        }
+    }
+    let mut parts = name.split('/').peekable();
+    let mut first = true;
+    while let Some(part) = parts.next() {
+        let is_registry =
+            first && parts.peek().is_some() && (part.contains('.') || part.contains(':') || part == "localhost");
+        first = false;
+        let ok = if is_registry {
+            !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b))
+        } else {
+            !part.is_empty()
+                && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+                && part.as_bytes()[0].is_ascii_alphanumeric()
+                && part.as_bytes()[part.len() - 1].is_ascii_alphanumeric()
+        };
+        if !ok {
+            return Err(bad());
+        }
+    }
+    Ok(s.to_string())
+}
+
 /// What a Trivy target is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -421,6 +507,34 @@ mod tests {
         assert!(path_under_roots("relative", &roots).is_err());
         assert!(path_under_roots(inside.to_str().expect("utf-8"), &[]).is_err());
         std::fs::remove_dir_all(&root).expect("cleanup");
+    }
+
+    #[test]
+    fn web_targets_are_http_urls_without_credentials() {
+        let t = WebTarget::parse("http://127.0.0.1:8080/app?x=1").expect("url");
+        assert_eq!(t.host, Target::Ip("127.0.0.1".parse().expect("ip")));
+        assert_eq!(WebTarget::parse("https://Example.com").map(|t| t.url), Ok("https://example.com/".into()));
+        assert!(matches!(WebTarget::parse("http://[::1]:80/").map(|t| t.host), Ok(Target::Ip(_))));
+        for bad in ["file:///etc/passwd", "gopher://x", "http://user:pw@x.com/", "x.com", "", "http://"] {
+            assert!(WebTarget::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn image_references_follow_the_grammar() {
+        for good in [
+            "alpine",
+            "alpine:3.19",
+            "library/alpine:latest",
+            "registry.example.com:5000/team/app:v1.2-rc_3",
+            "localhost/app",
+            "ghcr.io/org/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
+            assert_eq!(parse_image_ref(good).as_deref(), Ok(good), "{good}");
+        }
+        for bad in ["", "-v", "--input=/etc", "Alpine", "a b", "app:", "app@sha256:xyz", "app;rm", "/abs", "a//b"] {
+            assert!(parse_image_ref(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

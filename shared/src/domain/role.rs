@@ -63,6 +63,8 @@ pub enum Permission {
     ManageScans,
     ViewCloudAccounts,
     ManageCloudAccounts,
+    /// Resolve and suppress findings, decide on vulnerability occurrences ("Create and manage risks").
+    ManageRisks,
 }
 
 impl Permission {
@@ -73,7 +75,7 @@ impl Permission {
             Permission::ViewScans | Permission::ViewCloudAccounts => {
                 &[SecurityManager, SecurityAnalyst, ComplianceOfficer, Auditor, Viewer]
             }
-            Permission::RunScans => &[SecurityManager, SecurityAnalyst],
+            Permission::RunScans | Permission::ManageRisks => &[SecurityManager, SecurityAnalyst],
             Permission::ManageScans | Permission::ManageCloudAccounts => &[SecurityManager],
         }
     }
@@ -85,6 +87,7 @@ impl Permission {
             Permission::ManageScans => "manage_scans",
             Permission::ViewCloudAccounts => "view_cloud_accounts",
             Permission::ManageCloudAccounts => "manage_cloud_accounts",
+            Permission::ManageRisks => "manage_risks",
         }
     }
 }
@@ -102,6 +105,8 @@ mod tests {
         let cancel: Vec<Role> = Role::ALL.into_iter().filter(|r| r.can(ManageScans)).collect();
         assert_eq!(cancel, vec![Admin, SecurityManager]);
         assert!(Role::ALL.into_iter().all(|r| r.can(ViewScans)));
+        let risks: Vec<Role> = Role::ALL.into_iter().filter(|r| r.can(ManageRisks)).collect();
+        assert_eq!(risks, vec![Admin, SecurityManager, SecurityAnalyst]);
     }
 
     #[test]

@@ -404,6 +404,9 @@ pub struct CanaryOptions {
     /// How many synthetic findings (severity informational, stable identities) each SubJob reports.
     #[serde(default)]
     pub findings: u32,
+    /// The report claims to have examined nothing (with no findings, the zero-findings guard holds).
+    #[serde(default)]
+    pub unverified: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

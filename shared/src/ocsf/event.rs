@@ -338,11 +338,8 @@ fn compliance(f: &NewFinding, product_name: &str) -> Value {
         Verdict::Manual => (2, "Warning"),
         Verdict::Fail => (3, "Fail"),
     };
-    let standards: Vec<&str> = if f.compliance.is_empty() {
-        vec![product_name]
-    } else {
-        f.compliance.keys().map(String::as_str).collect()
-    };
+    let standards: Vec<&str> =
+        if f.compliance.is_empty() { vec![product_name] } else { f.compliance.keys().map(String::as_str).collect() };
     let requirements: Vec<String> =
         f.compliance.iter().flat_map(|(fw, reqs)| reqs.iter().map(move |r| format!("{fw}: {r}"))).collect();
     let mut c = json!({

@@ -214,10 +214,7 @@ fn observed_fields(scope: &FindingScope, f: &NewFinding) -> StoreResult<Document
     set.insert("target", scope.target.clone().map(Bson::String).unwrap_or(Bson::Null));
     set.insert("region", &scope.region);
     set.insert("provider", scope.cloud.as_ref().map(|(p, _)| Bson::String(p.as_str().into())).unwrap_or(Bson::Null));
-    set.insert(
-        "provider_account_id",
-        scope.cloud.as_ref().map(|(_, a)| Bson::String(a.clone())).unwrap_or(Bson::Null),
-    );
+    set.insert("provider_account_id", scope.cloud.as_ref().map(|(_, a)| Bson::String(a.clone())).unwrap_or(Bson::Null));
     set.insert("severity_id", i32::from(f.severity.ocsf_id()));
     set.insert("cves", f.cves());
     set.insert("last_seen", scope.seen_at);
@@ -236,7 +233,8 @@ async fn decide_and_write(
     let current: Vec<Document> = db
         .findings
         .find(doc! { "_id": { "$in": &keys } })
-        .projection(doc! { "status": 1, "suppression.until": 1 })
+        // The whole sub-document: a dotted projection comes back flat on the Mongo-wire test server.
+        .projection(doc! { "status": 1, "suppression": 1 })
         .await?
         .try_collect()
         .await?;
@@ -321,9 +319,9 @@ async fn decide_and_write(
         && !errors.is_empty()
     {
         // Two writers inserted the same new finding at once: decide again (it exists now).
-        let all_duplicates = errors.iter().all(|e| {
-            e.as_document().and_then(|d| d.get("code")).and_then(Bson::as_i32).is_some_and(|c| c == 11000)
-        });
+        let all_duplicates = errors
+            .iter()
+            .all(|e| e.as_document().and_then(|d| d.get("code")).and_then(Bson::as_i32).is_some_and(|c| c == 11000));
         if all_duplicates {
             return Ok(Err(errors.len() as i64));
         }
@@ -386,10 +384,8 @@ pub struct LifecycleCounts {
 pub async fn lifecycle_counts(db: &Mongo, subjob: &SubJobId) -> StoreResult<LifecycleCounts> {
     Ok(LifecycleCounts {
         new: db.findings.count_documents(doc! { "first_subjob_id": subjob }).await? as i64,
-        resolved: db
-            .findings
-            .count_documents(doc! { "status": "resolved", "resolution.subjob_id": subjob })
-            .await? as i64,
+        resolved: db.findings.count_documents(doc! { "status": "resolved", "resolution.subjob_id": subjob }).await?
+            as i64,
         reopened: db.findings.count_documents(doc! { "reopened_subjob_id": subjob }).await? as i64,
     })
 }

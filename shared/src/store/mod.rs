@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod findings;
+pub mod occurrences;
 pub mod results;
 pub mod runs;
 pub mod subjobs;

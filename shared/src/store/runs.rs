@@ -211,7 +211,7 @@ pub async fn finalize(db: &Mongo, id: &RunId) -> StoreResult<Option<RunStatus>> 
         // a dispatch that never comes).
         subjobs::cancel_run(db, id).await?;
     }
-    let (counts, mut summary) = tally(db, id).await?;
+    let (counts, mut summary, warned) = tally(db, id).await?;
     if (counts.total() as i64) < run.sub_jobs_count {
         // Still being created, or its creator died half-way (then, after a grace period, fail it).
         let age = Timestamp::now().since(run.created_at);
@@ -223,7 +223,7 @@ pub async fn finalize(db: &Mongo, id: &RunId) -> StoreResult<Option<RunStatus>> 
     let Some(final_status) = roll_up(&counts, run.cancel_requested) else {
         return Ok(None);
     };
-    if counts.failed + counts.timed_out > 0 {
+    if counts.failed + counts.timed_out > 0 || warned > 0 {
         summary.warnings = warnings(db, id).await?;
     }
     if end_run(db, run, final_status, counts, summary).await? {
@@ -251,7 +251,7 @@ async fn fail_incomplete(db: &Mongo, run: &RunDoc, counts: &SubJobCounts) -> Sto
 /// ends `failed` with the reason, and its account is released.
 pub async fn abandon(db: &Mongo, run: &RunDoc, reason: &str) -> StoreResult<()> {
     subjobs::cancel_run(db, &run.id).await?;
-    let (counts, _) = tally(db, &run.id).await?;
+    let (counts, _, _) = tally(db, &run.id).await?;
     let summary = RunSummary { warnings: vec![reason.to_string()], ..RunSummary::default() };
     end_run(db, run.clone(), RunStatus::Failed, counts, summary).await?;
     Ok(())
@@ -302,7 +302,8 @@ async fn finish_side_effects(db: &Mongo, run: &RunDoc) -> StoreResult<()> {
 }
 
 /// SubJob states and finding totals of a run, in one aggregation.
-async fn tally(db: &Mongo, id: &RunId) -> StoreResult<(SubJobCounts, RunSummary)> {
+/// Also returns how many SubJobs left a warning.
+async fn tally(db: &Mongo, id: &RunId) -> StoreResult<(SubJobCounts, RunSummary, i64)> {
     let pipeline = vec![
         doc! { "$match": { "run_id": id } },
         doc! { "$group": {
@@ -312,6 +313,7 @@ async fn tally(db: &Mongo, id: &RunId) -> StoreResult<(SubJobCounts, RunSummary)
             "new": { "$sum": "$new_findings" },
             "resolved": { "$sum": "$resolved_findings" },
             "reopened": { "$sum": "$reopened_findings" },
+            "warned": { "$sum": "$warnings_count" },
             "critical": { "$sum": "$severity.critical" },
             "high": { "$sum": "$severity.high" },
             "medium": { "$sum": "$severity.medium" },
@@ -322,7 +324,9 @@ async fn tally(db: &Mongo, id: &RunId) -> StoreResult<(SubJobCounts, RunSummary)
     let rows: Vec<Document> = db.sub_jobs.aggregate(pipeline).await?.try_collect().await?;
     let mut counts = SubJobCounts::default();
     let mut summary = RunSummary::default();
+    let mut warned = 0;
     for row in &rows {
+        warned += number(row, "warned");
         let status: SubJobStatus = bson::deserialize_from_bson(row.get("_id").cloned().unwrap_or(bson::Bson::Null))?;
         counts.add(status, number(row, "n") as u64);
         summary.total_findings += number(row, "total");
@@ -337,7 +341,7 @@ async fn tally(db: &Mongo, id: &RunId) -> StoreResult<(SubJobCounts, RunSummary)
             informational: number(row, "informational"),
         });
     }
-    Ok((counts, summary))
+    Ok((counts, summary, warned))
 }
 
 /// The messages of the SubJobs that failed or timed out (bounded), for the run's summary.

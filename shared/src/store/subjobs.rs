@@ -403,6 +403,7 @@ pub async fn finish_many(db: &Mongo, items: &[Finishing]) -> StoreResult<Vec<boo
                 "severity": bson::serialize_to_bson(&f.outcome.severity)?,
                 "error": f.outcome.error.clone(),
                 "warning": f.outcome.warning.clone(),
+                "warnings_count": i64::from(f.outcome.warning.is_some()),
                 "lease_token": bson::Bson::Null,
                 "lease_expires_at": bson::Bson::Null,
                 "finish_marker": &marker,

@@ -4,6 +4,7 @@
 mod accounts;
 mod auth;
 mod docs;
+mod findings;
 mod outages;
 mod scans;
 

@@ -4,6 +4,7 @@
 mod backlog;
 mod cloud;
 mod crashes;
+mod lifecycle;
 mod network;
 mod normalize;
 

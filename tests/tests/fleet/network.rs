@@ -57,7 +57,7 @@ async fn a_network_scan_finds_the_listeners_and_a_rescan_changes_no_counts() {
     let before = fleet
         .mongo
         .findings
-        .find_one(doc! { "resource.uid": format!("127.0.0.1:{pa}/tcp") })
+        .find_one(doc! { "resource_uid": format!("127.0.0.1:{pa}/tcp") })
         .await
         .expect("db")
         .expect("stored");
@@ -70,7 +70,7 @@ async fn a_network_scan_finds_the_listeners_and_a_rescan_changes_no_counts() {
     let after = fleet
         .mongo
         .findings
-        .find_one(doc! { "resource.uid": format!("127.0.0.1:{pa}/tcp") })
+        .find_one(doc! { "resource_uid": format!("127.0.0.1:{pa}/tcp") })
         .await
         .expect("db")
         .expect("stored");

@@ -20,6 +20,8 @@ pub struct CanaryReport {
     pub subjob_id: String,
     pub region: String,
     pub findings: u32,
+    #[serde(default)]
+    pub unverified: bool,
 }
 
 pub fn plan(ctx: &JobContext<'_>) -> Result<Plan, ToolError> {
@@ -36,6 +38,7 @@ pub fn write_report(job: &SubJobDoc, workdir: &Path) -> std::io::Result<()> {
         subjob_id: job.id.to_string(),
         region: job.region.clone(),
         findings: job.canary.as_ref().map(|c| c.findings).unwrap_or(0),
+        unverified: job.canary.as_ref().is_some_and(|c| c.unverified),
     };
     std::fs::write(workdir.join(OUTPUT_FILE), serde_json::to_vec(&report).unwrap_or_default())
 }
@@ -59,7 +62,9 @@ pub fn parse(job: &SubJobDoc, workdir: &Path, sink: &mut FindingSink) -> Result<
             ..NewFinding::default()
         })?;
     }
-    // The canary examined its region: an empty report is a verified one.
-    sink.count_examined(1);
+    // The canary examined its region (an empty report is a verified one), unless told to claim otherwise.
+    if !report.unverified {
+        sink.count_examined(1);
+    }
     sink.flush()
 }

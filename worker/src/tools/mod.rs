@@ -211,7 +211,12 @@ impl ReportKind {
     }
 
     /// Parses a report with the parser the worker uses for this tool.
-    pub fn parse_reader<R: std::io::BufRead>(self, input: R, name: &str, sink: &mut FindingSink) -> Result<(), ToolError> {
+    pub fn parse_reader<R: std::io::BufRead>(
+        self,
+        input: R,
+        name: &str,
+        sink: &mut FindingSink,
+    ) -> Result<(), ToolError> {
         match self {
             ReportKind::Prowler => prowler::parse_reader(input, name, sink),
             ReportKind::Trivy => trivy::parse_reader(input, name, sink),
@@ -262,9 +267,8 @@ pub fn normalize_report(
             let event = render(f, &ctx);
             if write_error.is_none() {
                 line.clear();
-                let written_line = serde_json::to_writer(&mut line, &event)
-                    .map_err(std::io::Error::other)
-                    .and_then(|()| {
+                let written_line =
+                    serde_json::to_writer(&mut line, &event).map_err(std::io::Error::other).and_then(|()| {
                         line.push(b'\n');
                         out.write_all(&line)
                     });

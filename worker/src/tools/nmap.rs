@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use bson::{Document, doc};
-use cspm_shared::domain::finding::{AffectedPackage, Cvss, Endpoint, FindingClass, Vulnerability, VulnId};
+use cspm_shared::domain::finding::{AffectedPackage, Cvss, Endpoint, FindingClass, VulnId, Vulnerability};
 use cspm_shared::domain::native::{NetworkScanType, Target};
 use cspm_shared::domain::severity::Severity;
 use cspm_shared::store::findings::NewFinding;
@@ -285,7 +285,9 @@ fn emit_host(h: Host, sink: &mut FindingSink) -> Result<(), ToolError> {
             let severity = score.map(severity_of_cvss).unwrap_or(Severity::Medium);
             let mut v = Vulnerability::new(VulnId::Cve(cve.clone()), cve.clone(), severity);
             v.cvss = score
-                .map(|s| vec![Cvss { version: "2.0".into(), base_score: s, vector: None, source: Some(script.clone()) }])
+                .map(|s| {
+                    vec![Cvss { version: "2.0".into(), base_score: s, vector: None, source: Some(script.clone()) }]
+                })
                 .unwrap_or_default();
             if !product_name.is_empty() {
                 v.package = Some(AffectedPackage {
@@ -306,7 +308,9 @@ fn emit_host(h: Host, sink: &mut FindingSink) -> Result<(), ToolError> {
                 resource_type: "network_endpoint".into(),
                 service: Some(service.clone()),
                 identity: vec![address.clone(), p.port.to_string(), p.protocol.clone(), cve.clone()],
-                remediation: Some(format!("Upgrade {on} to a release that fixes {cve}, or restrict access to the port.")),
+                remediation: Some(format!(
+                    "Upgrade {on} to a release that fixes {cve}, or restrict access to the port."
+                )),
                 vulnerabilities: vec![v],
                 endpoint: Some(endpoint.clone()),
                 details: doc! { "script": &script, "cpe": p.cpes.clone() },

@@ -315,7 +315,9 @@ fn to_finding(f: OcsfFinding, name: &str, index: u64) -> Result<NewFinding, Tool
     }
     let verdict = match f.status_code.as_deref() {
         Some(code) => Verdict::parse_loose(code).ok_or_else(|| {
-            ToolError::new(format!("{name}: finding {index} has an unknown status_code `{code}` (expected PASS, FAIL or MANUAL)"))
+            ToolError::new(format!(
+                "{name}: finding {index} has an unknown status_code `{code}` (expected PASS, FAIL or MANUAL)"
+            ))
         })?,
         None => Verdict::Fail,
     };

@@ -350,12 +350,28 @@ impl WebTarget {
         if s.is_empty() || s.len() > 2048 {
             return Err("target_url must be an http or https URL of at most 2048 characters".into());
         }
+        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!("`{s}` is not a URL: it contains spaces or control characters"));
+        }
+        let Some((scheme, rest)) = s.split_once("://") else {
+            return Err(format!("`{s}` is not an http:// or https:// URL"));
+        };
+        if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+            return Err(format!("`{s}`: only http and https URLs can be scanned"));
+        }
+        // URL parsers repair `http:///x` into `http://x/`; a target must name its host plainly.
+        if rest.is_empty() || rest.starts_with(['/', '?', '#']) {
+            return Err(format!("`{s}` names no host"));
+        }
         let url = url::Url::parse(s).map_err(|e| format!("`{s}` is not a URL: {e}"))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(format!("`{s}`: only http and https URLs can be scanned"));
         }
         if !url.username().is_empty() || url.password().is_some() {
             return Err("credentials in the URL are not accepted".into());
+        }
+        if url.port() == Some(0) {
+            return Err(format!("`{s}` has an invalid port"));
         }
         let host = match url.host() {
             Some(url::Host::Domain(d)) => Target::parse(d)?,
@@ -515,7 +531,7 @@ mod tests {
         assert_eq!(t.host, Target::Ip("127.0.0.1".parse().expect("ip")));
         assert_eq!(WebTarget::parse("https://Example.com").map(|t| t.url), Ok("https://example.com/".into()));
         assert!(matches!(WebTarget::parse("http://[::1]:80/").map(|t| t.host), Ok(Target::Ip(_))));
-        for bad in ["file:///etc/passwd", "gopher://x", "http://user:pw@x.com/", "x.com", "", "http://"] {
+        for bad in ["file:///etc/passwd", "gopher://x", "http://user:pw@x.com/", "x.com", "", "http://", "http:///x"] {
             assert!(WebTarget::parse(bad).is_err(), "{bad}");
         }
     }

@@ -75,8 +75,9 @@ pub fn check_available(config: &WorkerConfig) -> Result<(), ToolError> {
 // Web targets (shared with Wapiti)
 // ---------------------------------------------------------------------------------------------------
 
-/// An http(s) URL a web scanner may be pointed at. Parsed here rather than with a URL library because
-/// the rules are few and strict: a scheme of http or https, a host, an optional port, no credentials.
+/// An http(s) URL a web scanner may be pointed at, in the parts the plans need. It is read with the
+/// fleet's one URL check (`cspm_shared::domain::native::WebTarget`, which the API applied when the scan
+/// was requested), so that what the API accepted is exactly what the scanner is given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct WebTarget {
     pub(super) https: bool,
@@ -90,54 +91,23 @@ pub(super) struct WebTarget {
 
 impl WebTarget {
     pub(super) fn parse(raw: &str) -> Result<Self, String> {
-        let s = raw.trim();
-        let shown: String = s.chars().take(200).collect();
-        if s.is_empty() || s.len() > MAX_FIELD {
-            return Err(format!(
-                "a web scan target must be an http:// or https:// URL of at most {MAX_FIELD} characters"
-            ));
-        }
-        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!("`{shown}` is not a URL: it contains spaces or control characters"));
-        }
-        let (scheme, rest) =
-            s.split_once("://").ok_or_else(|| format!("`{shown}` is not an http:// or https:// URL"))?;
-        let https = match scheme.to_ascii_lowercase().as_str() {
-            "http" => false,
-            "https" => true,
-            other => return Err(format!("`{shown}`: only http and https URLs can be web-scanned, not `{other}:`")),
+        let checked = cspm_shared::domain::native::WebTarget::parse(raw)?;
+        let url = url::Url::parse(&checked.url).map_err(|e| format!("`{}` is not a URL: {e}", checked.url))?;
+        let host = match url.host() {
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            Some(h) => h.to_string().to_ascii_lowercase(),
+            None => return Err(format!("`{}` names no host", checked.url)),
         };
-        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(end);
-        if authority.contains('@') {
-            return Err(format!("`{shown}`: a scan target URL must not carry credentials (user:password@)"));
+        let mut path = url.path().to_string();
+        if let Some(q) = url.query() {
+            path.push('?');
+            path.push_str(q);
         }
-        let bad_port = || format!("`{shown}` has an invalid port");
-        let (host, port) = match authority.strip_prefix('[') {
-            Some(v6) => {
-                let (h, after) = v6.split_once(']').ok_or_else(|| format!("`{shown}`: unclosed `[` in the host"))?;
-                let port = match after {
-                    "" => None,
-                    p => Some(p.strip_prefix(':').ok_or_else(bad_port)?),
-                };
-                (h, port)
-            }
-            None => match authority.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
-            },
-        };
-        if host.is_empty() {
-            return Err(format!("`{shown}` names no host"));
+        if path.len() > MAX_FIELD {
+            return Err(format!("a web scan target must be a URL of at most {MAX_FIELD} characters"));
         }
-        let port = match port {
-            None => None,
-            Some(p) => Some(p.parse::<u16>().ok().filter(|n| *n > 0).ok_or_else(bad_port)?),
-        };
-        let default_port = if https { 443 } else { 80 };
-        let tail = tail.split('#').next().unwrap_or_default();
-        let path = if tail.starts_with('/') { tail.to_string() } else { format!("/{tail}") };
-        Ok(Self { https, host: host.to_ascii_lowercase(), port: port.filter(|p| *p != default_port), path })
+        // `Url::port` is `None` for the scheme's default port.
+        Ok(Self { https: url.scheme() == "https", host, port: url.port(), path })
     }
 
     pub(super) fn scheme(&self) -> &'static str {

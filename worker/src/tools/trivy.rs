@@ -376,7 +376,7 @@ struct Probe<'c, R> {
 impl<R: Read> Read for Probe<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        if !self.content.get() && buf[..n].iter().any(|b| !b.is_ascii_whitespace()) {
+        if !self.content.get() && buf.iter().take(n).any(|b| !b.is_ascii_whitespace()) {
             self.content.set(true);
         }
         Ok(n)

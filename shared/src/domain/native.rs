@@ -383,58 +383,123 @@ impl WebTarget {
     }
 }
 
-/// Checks a container image reference (`[registry[:port]/]repository[:tag][@sha256:digest]`) and
-/// returns it trimmed. Strict on purpose: the reference reaches a scanner's command line.
+/// Checks a container image reference and returns it trimmed (see [`image_registry`]).
 pub fn parse_image_ref(raw: &str) -> Result<String, String> {
     let s = raw.trim();
-    let bad = || format!("`{s}` is not a container image reference (registry/repository[:tag][@sha256:digest])");
-    if s.is_empty() || s.len() > 255 || s.starts_with(['-', '.', '/', ':', '@']) {
-        return Err(bad());
+    image_registry(s)?;
+    Ok(s.to_string())
+}
+
+/// Checks an image reference against the distribution reference grammar,
+/// `[registry[:port]/]repository[:tag][@digest]`, so that nothing else (an option, a path, a shell
+/// word) reaches Trivy. Returns the registry when the reference names one.
+pub fn image_registry(reference: &str) -> Result<Option<&str>, String> {
+    let bad = |why: String| {
+        Err(format!(
+            "`{reference}` is not a valid image reference ({why}); expected [registry[:port]/]repository[:tag][@sha256:digest]"
+        ))
+    };
+    if reference.is_empty() || reference.len() > 512 {
+        return bad("it is empty or longer than 512 characters".into());
     }
-    let (name_tag, digest) = match s.split_once('@') {
+    if reference.starts_with('-') {
+        return bad("it starts with `-`".into());
+    }
+    if !reference.bytes().all(|b| b.is_ascii_graphic()) {
+        return bad("it contains spaces, control or non-ASCII characters".into());
+    }
+    let (name_tag, digest) = match reference.split_once('@') {
         Some((n, d)) => (n, Some(d)),
-        None => (s, None),
+        None => (reference, None),
     };
     if let Some(d) = digest {
-        let hex = d.strip_prefix("sha256:").ok_or_else(bad)?;
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
-            return Err(bad());
-        }
-    }
-    // A tag follows the last ':' that comes after the last '/' (a ':' before it is a registry port).
-    let last_slash = name_tag.rfind('/').map_or(0, |i| i + 1);
-    let (name, tag) = match name_tag[last_slash..].rfind(':') {
-        Some(i) => (&name_tag[..last_slash + i], Some(&name_tag[last_slash + i + 1..])),
-        None => (name_tag, None),
-    };
-    if let Some(t) = tag {
-        let ok = !t.is_empty()
-            && t.len() <= 128
-            && !t.starts_with(['.', '-'])
-            && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-        if !ok {
-            return Err(bad());
-        }
-    }
-    let mut parts = name.split('/').peekable();
-    let mut first = true;
-    while let Some(part) = parts.next() {
-        let is_registry =
-            first && parts.peek().is_some() && (part.contains('.') || part.contains(':') || part == "localhost");
-        first = false;
-        let ok = if is_registry {
-            !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b))
-        } else {
-            !part.is_empty()
-                && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-                && part.as_bytes()[0].is_ascii_alphanumeric()
-                && part.as_bytes()[part.len() - 1].is_ascii_alphanumeric()
+        let hex =
+            |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let ok = match d.split_once(':') {
+            Some(("sha256", h)) => hex(h, 64),
+            Some(("sha512", h)) => hex(h, 128),
+            _ => false,
         };
         if !ok {
-            return Err(bad());
+            return bad("the digest must be sha256: and 64 lowercase hex digits".into());
         }
     }
-    Ok(s.to_string())
+    let (name, tag) = match name_tag.rfind(':') {
+        Some(i) if !name_tag[i + 1..].contains('/') => (&name_tag[..i], Some(&name_tag[i + 1..])),
+        _ => (name_tag, None),
+    };
+    if let Some(t) = tag {
+        let mut bytes = t.bytes();
+        let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !first_ok
+            || t.len() > 128
+            || !bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+        {
+            return bad(format!("`{t}` is not a valid tag"));
+        }
+    }
+    if name.is_empty() || name.len() > 255 {
+        return bad("the repository name is empty or longer than 255 characters".into());
+    }
+    let mut parts: Vec<&str> = name.split('/').collect();
+    let registry = if parts.len() > 1 && (parts[0].contains('.') || parts[0].contains(':') || parts[0] == "localhost") {
+        Some(parts.remove(0))
+    } else {
+        None
+    };
+    if let Some(r) = registry
+        && !valid_registry(r)
+    {
+        return bad(format!("`{r}` is not a valid registry host[:port]"));
+    }
+    for p in parts {
+        if !valid_path_component(p) {
+            return bad(format!(
+                "`{p}` is not a valid repository component (lowercase letters and digits, joined by `.`, `_`, `__` or dashes)"
+            ));
+        }
+    }
+    Ok(registry)
+}
+
+fn valid_registry(r: &str) -> bool {
+    let (host, port) = match r.split_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (r, None),
+    };
+    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.parse::<u16>().is_ok_and(|n| n > 0));
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    port_ok && host.len() <= 253 && host.split('.').all(label_ok)
+}
+
+fn valid_path_component(p: &str) -> bool {
+    let b = p.as_bytes();
+    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if alnum(b[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && !alnum(b[i]) {
+            i += 1;
+        }
+        let sep = &p[start..i];
+        if !(sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|c| c == b'-')) {
+            return false;
+        }
+    }
+    true
 }
 
 /// What a Trivy target is.

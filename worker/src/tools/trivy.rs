@@ -77,7 +77,7 @@ use std::path::Path;
 
 use bson::{Bson, Document, doc};
 use cspm_shared::domain::finding::{AffectedPackage, CodeLocation, Cvss, FindingClass, Verdict, VulnId, Vulnerability};
-use cspm_shared::domain::native::{ArtifactKind, Target, TargetPolicy, path_under_roots};
+use cspm_shared::domain::native::{ArtifactKind, Target, TargetPolicy, image_registry, path_under_roots};
 use cspm_shared::domain::severity::Severity;
 use cspm_shared::store::findings::NewFinding;
 use serde::Deserialize;
@@ -200,118 +200,6 @@ fn scanners_for(kind: ArtifactKind, asked: &[String]) -> Result<Vec<&'static str
         ArtifactKind::Filesystem if chosen.is_empty() => Ok(vec!["vuln", "secret", "misconfig"]),
         _ => Ok(chosen),
     }
-}
-
-/// Checks an image reference against the distribution reference grammar,
-/// `[registry[:port]/]repository[:tag][@digest]`, so that nothing else (an option, a path, a shell
-/// word) reaches Trivy. Returns the registry when the reference names one.
-fn image_registry(reference: &str) -> Result<Option<&str>, String> {
-    let bad = |why: String| {
-        Err(format!(
-            "`{reference}` is not a valid image reference ({why}); expected [registry[:port]/]repository[:tag][@sha256:digest]"
-        ))
-    };
-    if reference.is_empty() || reference.len() > 512 {
-        return bad("it is empty or longer than 512 characters".into());
-    }
-    if reference.starts_with('-') {
-        return bad("it starts with `-`".into());
-    }
-    if !reference.bytes().all(|b| b.is_ascii_graphic()) {
-        return bad("it contains spaces, control or non-ASCII characters".into());
-    }
-    let (name_tag, digest) = match reference.split_once('@') {
-        Some((n, d)) => (n, Some(d)),
-        None => (reference, None),
-    };
-    if let Some(d) = digest {
-        let hex =
-            |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        let ok = match d.split_once(':') {
-            Some(("sha256", h)) => hex(h, 64),
-            Some(("sha512", h)) => hex(h, 128),
-            _ => false,
-        };
-        if !ok {
-            return bad("the digest must be sha256: and 64 lowercase hex digits".into());
-        }
-    }
-    let (name, tag) = match name_tag.rfind(':') {
-        Some(i) if !name_tag[i + 1..].contains('/') => (&name_tag[..i], Some(&name_tag[i + 1..])),
-        _ => (name_tag, None),
-    };
-    if let Some(t) = tag {
-        let mut bytes = t.bytes();
-        let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if !first_ok
-            || t.len() > 128
-            || !bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
-        {
-            return bad(format!("`{t}` is not a valid tag"));
-        }
-    }
-    if name.is_empty() || name.len() > 255 {
-        return bad("the repository name is empty or longer than 255 characters".into());
-    }
-    let mut parts: Vec<&str> = name.split('/').collect();
-    let registry = if parts.len() > 1 && (parts[0].contains('.') || parts[0].contains(':') || parts[0] == "localhost") {
-        Some(parts.remove(0))
-    } else {
-        None
-    };
-    if let Some(r) = registry
-        && !valid_registry(r)
-    {
-        return bad(format!("`{r}` is not a valid registry host[:port]"));
-    }
-    for p in parts {
-        if !valid_path_component(p) {
-            return bad(format!(
-                "`{p}` is not a valid repository component (lowercase letters and digits, joined by `.`, `_`, `__` or dashes)"
-            ));
-        }
-    }
-    Ok(registry)
-}
-
-fn valid_registry(r: &str) -> bool {
-    let (host, port) = match r.split_once(':') {
-        Some((h, p)) => (h, Some(p)),
-        None => (r, None),
-    };
-    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.parse::<u16>().is_ok_and(|n| n > 0));
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    port_ok && host.len() <= 253 && host.split('.').all(label_ok)
-}
-
-fn valid_path_component(p: &str) -> bool {
-    let b = p.as_bytes();
-    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
-        return false;
-    }
-    let mut i = 0;
-    while i < b.len() {
-        if alnum(b[i]) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < b.len() && !alnum(b[i]) {
-            i += 1;
-        }
-        let sep = &p[start..i];
-        if !(sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|c| c == b'-')) {
-            return false;
-        }
-    }
-    true
 }
 
 /// Refuses a registry the fleet may not reach (loopback, private or metadata addresses, unless the

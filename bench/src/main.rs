@@ -6,6 +6,10 @@
 //!   finish, roll-up).
 //! - `latency`: starts one-SubJob runs at a steady rate and reports the delay from creation to the
 //!   claim by a worker (the queueing latency Celery's baseline reports as "task start − enqueue").
+//! - `persist`: the worker's findings write path alone against the database (no API needed): findings
+//!   per second and round trips per finding, first sight, seen again, and half resolved.
+
+mod ingest;
 
 use std::time::{Duration, Instant};
 
@@ -24,7 +28,8 @@ struct Cli {
     api: String,
     #[arg(long, default_value = "admin@cspm.local")]
     email: String,
-    #[arg(long, env = "CSPM_BENCH_PASSWORD")]
+    /// The API password (not needed by `persist`).
+    #[arg(long, env = "CSPM_BENCH_PASSWORD", default_value = "")]
     password: String,
     /// MongoDB URI and database prefix of the fleet (timestamps are read from the SubJobs).
     #[arg(long, default_value = "mongodb://127.0.0.1:27017")]
@@ -56,6 +61,17 @@ enum Cmd {
         /// SubJobs per run (1: every SubJob is a whole run, with its creation and roll-up).
         #[arg(long, default_value_t = 10)]
         per_run: usize,
+    },
+    /// Findings per second through the worker's write path (batched upserts, lifecycle, occurrences).
+    Persist {
+        #[arg(long, default_value_t = 20_000)]
+        count: usize,
+        /// Findings per batch (the worker uses 500).
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        /// Every n-th finding carries a CVE (0: none).
+        #[arg(long, default_value_t = 4)]
+        cve_every: usize,
     },
 }
 
@@ -90,6 +106,9 @@ impl Client {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Cmd::Persist { count, batch, cve_every } = cli.cmd {
+        return ingest::persist(&cli.mongodb_uri, &cli.db_prefix, count, batch.max(1), cve_every).await;
+    }
     let http = reqwest::Client::builder().timeout(Duration::from_secs(120)).pool_max_idle_per_host(64).build()?;
     let login: Value = http
         .post(format!("{}/api/auth/login", cli.api))
@@ -104,6 +123,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Throughput { subjobs, runs } => throughput(&client, &mongo, subjobs, runs).await,
         Cmd::Latency { rate, count, per_run } => latency(&client, &mongo, rate, count, per_run.max(1)).await,
+        Cmd::Persist { .. } => Ok(()),
     }
 }
 

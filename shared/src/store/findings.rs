@@ -244,7 +244,13 @@ async fn decide_and_write(
         let Ok(status) = status.parse::<FindingStatus>() else {
             return Err(StoreError::Corrupt(format!("finding {id} has an unknown status `{status}`")));
         };
-        let until = d.get_document("suppression").ok().and_then(|s| s.get_i64("until").ok());
+        // Any numeric type: a server may hand small integers back as int32.
+        let until = d.get_document("suppression").ok().and_then(|s| match s.get("until") {
+            Some(Bson::Int64(n)) => Some(*n),
+            Some(Bson::Int32(n)) => Some(i64::from(*n)),
+            Some(Bson::Double(f)) => Some(*f as i64),
+            _ => None,
+        });
         states.insert(id.to_string(), (status, until));
     }
     let at = scope.seen_at;

@@ -7,6 +7,7 @@ mod crashes;
 mod lifecycle;
 mod network;
 mod normalize;
+mod scanners;
 
 use std::time::Duration;
 

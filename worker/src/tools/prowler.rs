@@ -327,7 +327,12 @@ fn to_finding(f: OcsfFinding, name: &str, index: u64) -> Result<NewFinding, Tool
         .filter(|r| !r.is_empty())
         .or_else(|| f.cloud.as_ref().map(|c| c.region.clone()))
         .unwrap_or_default();
-    let severity = f.severity.as_deref().and_then(|s| s.parse().ok()).unwrap_or(Severity::Informational);
+    // OCSF also has Fatal (6), above Critical, and Unknown / Other: Fatal is the worst we have.
+    let severity = match f.severity.as_deref() {
+        Some(s) if s.eq_ignore_ascii_case("fatal") => Severity::Critical,
+        Some(s) => s.parse().unwrap_or(Severity::Informational),
+        None => Severity::Informational,
+    };
     let description = f.status_detail.or(f.message).filter(|s| !s.is_empty()).unwrap_or(f.finding_info.desc);
     let (remediation, mut references) = match f.remediation {
         Some(r) => (Some(r.desc).filter(|d| !d.is_empty()), r.references),

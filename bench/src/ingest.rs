@@ -140,3 +140,71 @@ pub async fn persist(uri: &str, prefix: &str, count: usize, batch: usize, cve_ev
     println!("{{\"phase\":\"persist_resolved\",\"resolved\":{resolved}}}");
     Ok(())
 }
+
+/// `cspm-bench parse`: the worker's own per-finding work before storing, on this thread and one
+/// consumer thread: the tool's parser streams `NewFinding`s in batches (as in the pipeline), and each
+/// gets its identity (`dedup_key`). With `render`, each is also rendered as its OCSF event and
+/// serialised (what `cspm-worker normalize` and the API's OCSF stream do).
+pub fn parse(tool: &str, path: &std::path::Path, render: bool) -> anyhow::Result<()> {
+    use cspm_shared::ocsf::event::{EventContext, render as render_event};
+    use cspm_worker::tools::{FindingSink, ReportKind};
+    let kind = match tool {
+        "prowler" => ReportKind::Prowler,
+        "trivy" => ReportKind::Trivy,
+        "zap" => ReportKind::Zap,
+        "nmap" => ReportKind::Nmap,
+        "wapiti" => ReportKind::Wapiti,
+        other => anyhow::bail!("unknown tool `{other}`"),
+    };
+    let bytes = std::fs::metadata(path)?.len();
+    let team: TeamId = "team_00000000000000000000000000".parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let started = Instant::now();
+    let file = std::fs::File::open(path)?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<NewFinding>>(2);
+    let name = path.display().to_string();
+    let parser = std::thread::spawn(move || {
+        let mut sink = FindingSink::new(tx, 500);
+        kind.parse_reader(std::io::BufReader::with_capacity(1 << 16, file), &name, &mut sink)
+    });
+    let tool_name = kind.tool().as_str();
+    let (mut n, mut check, mut out_bytes) = (0u64, 0u64, 0u64);
+    let mut line = Vec::with_capacity(4096);
+    while let Some(batch) = rx.blocking_recv() {
+        for f in &batch {
+            let key = cspm_shared::store::findings::dedup_key(&team, tool_name, &f.identity);
+            check = check.wrapping_add(u64::from(key.as_bytes()[0]));
+            if render {
+                let ctx = EventContext {
+                    tool: tool_name,
+                    tool_version: None,
+                    dedup_key: &key,
+                    seen_at: Timestamp::from_millis(1_700_000_000_000),
+                    first_seen: None,
+                    status: cspm_shared::domain::finding::FindingStatus::first(f.verdict),
+                    cloud: None,
+                };
+                line.clear();
+                serde_json::to_writer(&mut line, &render_event(f, &ctx))?;
+                out_bytes += line.len() as u64 + 1;
+            }
+            n += 1;
+        }
+    }
+    parser.join().map_err(|_| anyhow::anyhow!("the parser panicked"))?.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let secs = started.elapsed().as_secs_f64();
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
+        })
+        .and_then(|k| k.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    println!(
+        "{{\"phase\":\"{}\",\"tool\":\"{tool}\",\"findings\":{n},\"bytes\":{bytes},\"seconds\":{secs:.3},\"findings_per_s\":{:.0},\"mb_per_s\":{:.1},\"output_bytes\":{out_bytes},\"peak_rss_mib\":{:.1},\"check\":{check}}}",
+        if render { "parse_normalise_render" } else { "parse_normalise_fingerprint" },
+        n as f64 / secs,
+        bytes as f64 / secs / 1e6,
+        rss / 1024.0
+    );
+    Ok(())
+}

@@ -62,6 +62,16 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         per_run: usize,
     },
+    /// Findings per second through the worker's parser and identity (no database, no API).
+    Parse {
+        /// prowler, trivy, zap, nmap or wapiti.
+        #[arg(long, default_value = "prowler")]
+        tool: String,
+        /// Also render each finding as its OCSF event and serialise it.
+        #[arg(long)]
+        render: bool,
+        file: std::path::PathBuf,
+    },
     /// Findings per second through the worker's write path (batched upserts, lifecycle, occurrences).
     Persist {
         #[arg(long, default_value_t = 20_000)]
@@ -106,6 +116,9 @@ impl Client {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Cmd::Parse { tool, render, file } = &cli.cmd {
+        return tokio::task::block_in_place(|| ingest::parse(tool, file, *render));
+    }
     if let Cmd::Persist { count, batch, cve_every } = cli.cmd {
         return ingest::persist(&cli.mongodb_uri, &cli.db_prefix, count, batch.max(1), cve_every).await;
     }
@@ -123,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Throughput { subjobs, runs } => throughput(&client, &mongo, subjobs, runs).await,
         Cmd::Latency { rate, count, per_run } => latency(&client, &mongo, rate, count, per_run.max(1)).await,
-        Cmd::Persist { .. } => Ok(()),
+        Cmd::Persist { .. } | Cmd::Parse { .. } => Ok(()),
     }
 }
 

@@ -4,7 +4,7 @@
 use mongodb::error::{ErrorKind, WriteFailure};
 
 /// An error from MongoDB or Redis, sorted by what the caller should do about it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database did not answer (down, unreachable, timed out). Transient: retry later, answer 503.
     #[error("the database is unavailable: {0}")]

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 /// The most SubJobs one round trip carries.
 const MAX_BATCH: usize = 128;
 
-type Reply<T> = oneshot::Sender<Result<T, String>>;
+type Reply<T> = oneshot::Sender<StoreResult<T>>;
 
 pub struct Ledger {
     claims: mpsc::Sender<(SubJobId, Reply<Claim>)>,
@@ -38,14 +38,14 @@ impl Ledger {
     pub async fn claim(&self, id: SubJobId) -> StoreResult<Claim> {
         let (tx, rx) = oneshot::channel();
         self.claims.send((id, tx)).await.map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?.map_err(StoreError::DatabaseUnavailable)
+        rx.await.map_err(|_| gone())?
     }
 
     /// Ends a SubJob (see [`subjobs::finish`]); whether this call made the transition.
     pub async fn finish(&self, f: Finishing) -> StoreResult<bool> {
         let (tx, rx) = oneshot::channel();
         self.finishes.send((f, tx)).await.map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?.map_err(StoreError::DatabaseUnavailable)
+        rx.await.map_err(|_| gone())?
     }
 }
 
@@ -74,19 +74,21 @@ async fn claim_loop(db: Mongo, owner: String, lease: Duration, mut rx: mpsc::Rec
             batch.iter().filter(|(id, _)| seen.insert(id.clone())).map(|(id, _)| id.clone()).collect();
         let mut claimed = match subjobs::claim_queued(&db, &ids, &owner, lease).await {
             Ok(c) => c,
-            Err(e) => {
+            Err(e) if e.is_transient() => {
                 for (_, reply) in batch {
-                    let _ = reply.send(Err(e.to_string()));
+                    let _ = reply.send(Err(e.clone()));
                 }
                 continue;
             }
+            // One unreadable SubJob must not hold back the others: claim each on its own.
+            Err(_) => Vec::new(),
         };
         for (id, reply) in batch {
             let fast = claimed.iter().position(|(job, _)| job.id == id).map(|i| claimed.swap_remove(i));
             let answer = match fast {
                 Some((job, l)) => Ok(Claim::Claimed(Box::new(job), l)),
                 // Not simply queued (or a duplicate in this batch): the full claim, on its own.
-                None => subjobs::claim_contended(&db, &id, &owner, lease).await.map_err(|e| e.to_string()),
+                None => subjobs::claim_contended(&db, &id, &owner, lease).await,
             };
             let _ = reply.send(answer);
         }
@@ -104,7 +106,7 @@ async fn finish_loop(db: Mongo, mut rx: mpsc::Receiver<(Finishing, Reply<bool>)>
             }
             Err(e) => {
                 for (_, reply) in batch {
-                    let _ = reply.send(Err(e.to_string()));
+                    let _ = reply.send(Err(e.clone()));
                 }
             }
         }

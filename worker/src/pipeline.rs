@@ -150,8 +150,19 @@ impl Inflight {
 pub async fn handle(ctx: Arc<WorkerCtx>, msg: SubJobMessage) -> Result<(), BoxDynError> {
     let span =
         tracing::info_span!("subjob", run.id = %msg.run_id, subjob.id = %msg.subjob_id, tool = tracing::field::Empty);
-    match tokio::spawn(process(ctx, msg).instrument(span)).await {
+    let (db, subjob, run) = (ctx.mongo.clone(), msg.subjob_id.clone(), msg.run_id.clone());
+    match tokio::spawn(process(ctx, msg).instrument(span.clone())).await {
         Ok(Ok(())) => Ok(()),
+        // Retrying cannot help a document that cannot be read: fail it, once, with the reason.
+        Ok(Err(StoreError::Corrupt(why))) => async move {
+            tracing::error!(error = %why, "the sub-job's document cannot be read; failing it");
+            subjobs::fail_unreadable(&db, &subjob, &why).await?;
+            runs::finalize(&db, &run).await?;
+            Ok::<(), StoreError>(())
+        }
+        .instrument(span)
+        .await
+        .map_err(|e| Box::new(e) as BoxDynError),
         Ok(Err(e)) => {
             // Transient (the database is away): the queue retries the message later.
             tracing::warn!(error = %e, "sub-job deferred");
@@ -433,10 +444,12 @@ async fn simulate(
             std::process::abort();
         }
         CanaryFailure::Error => Some(Ending::Failed("canary: the tool failed as requested".into(), Outcome::default())),
-        CanaryFailure::None | CanaryFailure::Hang => match canary::write_report(job, workdir) {
-            Ok(()) => None,
-            Err(e) => Some(Ending::Failed(format!("canary: cannot write its output: {e}"), Outcome::default())),
-        },
+        CanaryFailure::None | CanaryFailure::Hang | CanaryFailure::Malformed => {
+            match canary::write_report(job, workdir, failure == CanaryFailure::Malformed) {
+                Ok(()) => None,
+                Err(e) => Some(Ending::Failed(format!("canary: cannot write its output: {e}"), Outcome::default())),
+            }
+        }
     }
 }
 

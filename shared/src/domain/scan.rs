@@ -420,6 +420,9 @@ pub enum CanaryFailure {
     Crash,
     /// The tool never finishes: the SubJob ends `timed_out`.
     Hang,
+    /// The tool writes a report cut off half-way: the SubJob fails naming the file and the position, and
+    /// stores none of the findings before the cut.
+    Malformed,
 }
 
 impl CanaryOptions {

@@ -435,6 +435,28 @@ pub async fn finish_many(db: &Mongo, items: &[Finishing]) -> StoreResult<Vec<boo
     Ok(items.iter().map(|f| done.contains(f.id.as_str())).collect())
 }
 
+/// Fails a SubJob whose document cannot be read (a hand-edited document, or one written by a newer
+/// version of the fleet), so that its message is not retried for ever. Returns whether it was still
+/// active.
+pub async fn fail_unreadable(db: &Mongo, id: &SubJobId, why: &str) -> StoreResult<bool> {
+    let now = Timestamp::now();
+    let r = db
+        .sub_jobs
+        .update_one(
+            doc! { "_id": id, "status": { "$in": ["queued", "running"] } },
+            doc! { "$set": {
+                "status": "failed",
+                "error": format!("the sub-job's stored document cannot be read ({why}); it was failed rather than retried"),
+                "finished_at": now,
+                "updated_at": now,
+                "lease_token": bson::Bson::Null,
+                "lease_expires_at": bson::Bson::Null,
+            } },
+        )
+        .await?;
+    Ok(r.modified_count > 0)
+}
+
 const CANCELLED_WORKER_LOST: &str = "cancelled (its worker stopped before it could stop the scan)";
 
 /// What a hand-back did.

@@ -77,6 +77,29 @@ async fn rescans_resolve_and_reopen_findings_and_an_unverified_empty_report_reso
     assert_eq!(counts(&fleet, &token, &q).await["resolved"], json!(5));
 }
 
+#[tokio::test]
+async fn a_truncated_report_fails_its_subjob_stores_nothing_and_resolves_nothing() {
+    let mut fleet = Fleet::start(&[]).await;
+    fleet.add_worker(&[]);
+    let token = fleet.admin().await;
+    let account = fleet.api.aws_account(&token, "300000000002", &["eu-west-1"]).await;
+    let q = format!("account_id={account}");
+    let run = start_canary(&fleet, &token, &account, &["canary"], json!({ "findings": 5 })).await;
+    assert_eq!(fleet.api.wait_finished(&token, &run, FINISH).await["status"], json!("completed"));
+
+    // 1,200 findings, cut after 600: more than a store batch would already have written in one pass.
+    let run =
+        start_canary(&fleet, &token, &account, &["canary"], json!({ "findings": 1200, "failure": "malformed" })).await;
+    let status = fleet.api.wait_finished(&token, &run, FINISH).await;
+    assert_eq!(status["status"], json!("failed"), "{status}");
+    let error = status["sub_jobs"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("canary.json") && error.contains("line"), "names the file and the position: {error}");
+    let c = counts(&fleet, &token, &q).await;
+    assert_eq!(c["open"], json!(5), "nothing of the truncated report was stored, nothing was resolved: {c}");
+    let (_, none) = fleet.api.get(&token, &format!("/api/cspm/findings?run_id={run}")).await;
+    assert_eq!(none["total"], json!(0), "{none}");
+}
+
 async fn nmap(fleet: &Fleet, token: &str, ports: &str) -> Value {
     let (s, b) = fleet
         .api

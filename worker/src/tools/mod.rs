@@ -3,6 +3,7 @@
 //! wrote, streamed into findings). Runners execute plans; the pipeline stores what parsers emit.
 
 pub mod canary;
+pub mod json_array;
 pub mod nmap;
 pub mod prowler;
 pub mod trivy;
@@ -297,34 +298,127 @@ mod tests {
         String::from_utf8(out).expect("utf-8").lines().map(|l| serde_json::from_str(l).expect("json line")).collect()
     }
 
+    /// Every scanner report of the fixtures and of the project's own test data, with its kind (the
+    /// ZAP report template is not a report and is left out).
+    fn every_report() -> Vec<(ReportKind, std::path::PathBuf)> {
+        let fixtures = cspm_shared::testing::fixtures_dir();
+        let testdata = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        let dirs = [
+            (ReportKind::Nmap, fixtures.join("nmap/generated"), "xml"),
+            (ReportKind::Nmap, fixtures.join("nmap/defectdojo"), "xml"),
+            (ReportKind::Prowler, fixtures.join("prowler/examples"), "json"),
+            (ReportKind::Trivy, fixtures.join("trivy/golden"), "json"),
+            (ReportKind::Trivy, fixtures.join("trivy/defectdojo"), "json"),
+            (ReportKind::Trivy, testdata.join("trivy"), "json"),
+            (ReportKind::Zap, fixtures.join("zap/zap-extensions"), "json"),
+            (ReportKind::Zap, fixtures.join("zap/bcgov"), "json"),
+            (ReportKind::Wapiti, testdata.join("wapiti"), "json"),
+        ];
+        let mut cases = Vec::new();
+        for (kind, dir, ext) in dirs {
+            let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+                .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == ext))
+                .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("template-")))
+                .collect();
+            files.sort();
+            cases.extend(files.into_iter().map(|f| (kind, f)));
+        }
+        cases
+    }
+
     #[test]
-    fn every_nmap_and_prowler_fixture_normalises_to_valid_ocsf() {
+    fn every_report_of_every_tool_normalises_to_valid_ocsf_through_the_converter() {
         let fixtures = cspm_shared::testing::fixtures_dir();
         let schema = OcsfSchema::load(&fixtures.join("ocsf/compiled/ocsf-1.4.0.export.json")).expect("schema");
-        let mut cases = Vec::new();
-        for dir in ["nmap/generated", "nmap/defectdojo"] {
-            for entry in std::fs::read_dir(fixtures.join(dir)).expect("fixtures").flatten() {
-                if entry.path().extension().is_some_and(|e| e == "xml") {
-                    cases.push((ReportKind::Nmap, entry.path()));
-                }
-            }
+        let cases = every_report();
+        for kind in [ReportKind::Nmap, ReportKind::Prowler, ReportKind::Trivy, ReportKind::Zap, ReportKind::Wapiti] {
+            assert!(cases.iter().any(|(k, _)| *k == kind), "no report for {kind:?}");
         }
-        for cloud in ["aws", "azure", "gcp", "kubernetes"] {
-            cases.push((
-                ReportKind::Prowler,
-                fixtures.join(format!("prowler/examples/example_output_{cloud}.ocsf.json")),
-            ));
-        }
-        assert!(cases.len() >= 11, "{cases:?}");
         let mut total = 0;
-        for (kind, path) in cases {
-            for e in events(kind, &path) {
+        let mut classes = std::collections::BTreeSet::new();
+        for (kind, path) in &cases {
+            for e in events(*kind, path) {
                 let errors = schema.validate(&e);
                 assert!(errors.is_empty(), "{}: {errors:?}\n{e}", path.display());
+                assert_eq!(e["metadata"]["product"]["uid"], serde_json::json!(kind.tool().as_str()));
+                classes.insert(e["class_uid"].as_u64().unwrap_or(0));
                 total += 1;
             }
         }
-        assert!(total >= 30, "{total} events");
+        assert!(total >= 200, "{total} events from {} reports", cases.len());
+        assert_eq!(classes.into_iter().collect::<Vec<_>>(), vec![2002, 2003, 2004], "all three finding classes");
+    }
+
+    /// The normalised output of each nmap and Prowler report, kept as a snapshot (the other tools keep
+    /// theirs in their own modules).
+    #[test]
+    fn nmap_and_prowler_reports_match_their_snapshots() {
+        for (kind, path) in
+            every_report().into_iter().filter(|(k, _)| matches!(k, ReportKind::Nmap | ReportKind::Prowler))
+        {
+            let summary: Vec<serde_json::Value> = events(kind, &path)
+                .iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "class_uid": e["class_uid"],
+                        "rule": e["metadata"]["event_code"],
+                        "severity": e["severity"],
+                        "status_code": e["status_code"],
+                        "resource": e["resources"][0]["uid"],
+                        "title": e["finding_info"]["title"],
+                        "cves": e["vulnerabilities"].as_array().map(|v| v.iter().map(|x| x["cve"]["uid"].clone()).collect::<Vec<_>>()),
+                        "compliance": e["unmapped"]["compliance"].as_object().map(|c| c.len()),
+                    })
+                })
+                .collect();
+            let name = format!("{:?}-{}", kind, path.file_stem().map(|s| s.to_string_lossy()).unwrap_or_default())
+                .to_lowercase()
+                .replace('.', "_");
+            insta::assert_json_snapshot!(name, summary);
+        }
+    }
+
+    mod never_panics {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        const KINDS: [ReportKind; 5] =
+            [ReportKind::Nmap, ReportKind::Prowler, ReportKind::Trivy, ReportKind::Zap, ReportKind::Wapiti];
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Any bytes given to any parser end in a result, never a panic.
+            #[test]
+            fn arbitrary_bytes(kind in 0usize..5, bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+                let mut sink = FindingSink::counting();
+                let _ = KINDS[kind].parse_reader(&bytes[..], "fuzz", &mut sink);
+            }
+
+            /// A report cut anywhere, or with a byte changed, ends in a result, never a panic; cut before
+            /// its end, it is an error, never a silent partial success.
+            #[test]
+            fn damaged_reports(which in any::<prop::sample::Index>(), cut in any::<prop::sample::Index>(), flip in any::<u8>()) {
+                let cases = super::every_report();
+                let (kind, path) = &cases[which.index(cases.len())];
+                let bytes = std::fs::read(path).expect("report");
+                let at = cut.index(bytes.len().max(1));
+                let trimmed = String::from_utf8_lossy(&bytes[..at]).trim_end().len();
+                let mut sink = FindingSink::counting();
+                let result = kind.parse_reader(&bytes[..at], "cut", &mut sink);
+                if trimmed < String::from_utf8_lossy(&bytes).trim_end().len() && at > 0 {
+                    prop_assert!(result.is_err(), "{} cut at {at} parsed", path.display());
+                }
+                let mut changed = bytes.clone();
+                if let Some(last) = changed.len().checked_sub(1) {
+                    changed[at.min(last)] ^= flip;
+                }
+                let _ = kind.parse_reader(&changed[..], "flipped", &mut FindingSink::counting());
+            }
+        }
     }
 
     #[test]

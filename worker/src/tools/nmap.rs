@@ -114,6 +114,7 @@ pub fn parse_reader<R: std::io::BufRead>(input: R, name: &str, sink: &mut Findin
     let mut in_cpe = false;
     let mut saw_root = false;
     let mut finished = false;
+    let mut closed = false;
     loop {
         let pos = reader.buffer_position();
         let event = reader
@@ -121,6 +122,7 @@ pub fn parse_reader<R: std::io::BufRead>(input: R, name: &str, sink: &mut Findin
             .map_err(|e| ToolError::new(format!("{name}: malformed nmap XML at byte {pos}: {e}")))?;
         match event {
             Event::Start(e) | Event::Empty(e) if e.name().as_ref() == "nmaprun" => saw_root = true,
+            Event::End(e) if e.name().as_ref() == "nmaprun" => closed = true,
             Event::Start(e) if e.name().as_ref() == "host" => host = Some(Host::default()),
             Event::Empty(e) | Event::Start(e) if e.name().as_ref() == "address" => {
                 if let Some(h) = host.as_mut() {
@@ -215,7 +217,7 @@ pub fn parse_reader<R: std::io::BufRead>(input: R, name: &str, sink: &mut Findin
     if !saw_root {
         return Err(ToolError::new(format!("{name}: not an nmap XML report (no <nmaprun> element)")));
     }
-    if !finished || host.is_some() {
+    if !finished || !closed || host.is_some() {
         return Err(ToolError::new(format!(
             "{name}: the nmap report is truncated (ends at byte {} before the scan finished)",
             reader.buffer_position()

@@ -5,7 +5,6 @@
 //! Prowler's own `finding_info.uid` is the finding's identity.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
@@ -16,8 +15,8 @@ use cspm_shared::domain::severity::Severity;
 use cspm_shared::store::accounts::{self, AccountDoc};
 use cspm_shared::store::findings::NewFinding;
 use serde::Deserialize;
-use serde::de::{SeqAccess, Visitor};
 
+use super::json_array::{JsonArrayElements, place};
 use super::{FindingSink, JobContext, Plan, ToolError, open_output};
 use crate::config::WorkerConfig;
 use crate::runner::ProcessSpec;
@@ -248,56 +247,37 @@ pub fn parse(workdir: &Path, max_bytes: u64, sink: &mut FindingSink) -> Result<(
     parse_reader(BufReader::new(file), &path.display().to_string(), sink)
 }
 
-/// Streams the JSON array element by element.
+/// Streams the JSON array element by element: each finding is cut out of the file and parsed from
+/// memory, so the file's size does not matter and parsing runs at memory speed.
 pub fn parse_reader<R: std::io::BufRead>(mut input: R, name: &str, sink: &mut FindingSink) -> Result<(), ToolError> {
-    struct ArrayVisitor<'a> {
-        sink: &'a mut FindingSink,
-        name: &'a str,
-        index: u64,
-        error: Option<ToolError>,
-    }
-    impl<'de> Visitor<'de> for &mut ArrayVisitor<'_> {
-        type Value = ();
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a JSON array of OCSF findings (Prowler json-ocsf)")
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-            while let Some(f) = seq.next_element::<OcsfFinding>()? {
-                let result = to_finding(f, self.name, self.index).and_then(|f| {
-                    self.sink.count_examined(1);
-                    self.sink.push(f)
-                });
-                self.index += 1;
-                if let Err(e) = result {
-                    self.error = Some(e);
-                    return Ok(());
-                }
-            }
-            Ok(())
-        }
-    }
     if input.fill_buf().map(|b| b.iter().all(u8::is_ascii_whitespace)).unwrap_or(false) {
         return Err(ToolError::new(format!(
             "{name}: the Prowler output is empty (Prowler stopped before writing its findings; see its log)"
         )));
     }
-    let mut de = serde_json::Deserializer::from_reader(input);
-    let mut visitor = ArrayVisitor { sink, name, index: 0, error: None };
-    serde::Deserializer::deserialize_seq(&mut de, &mut visitor).map_err(|e| {
-        ToolError::new(format!(
-            "{name}: not valid Prowler json-ocsf output at line {}, column {}: {e}",
-            e.line(),
-            e.column()
-        ))
-    })?;
-    if let Some(e) = visitor.error {
-        return Err(e);
+    let mut elements = JsonArrayElements::new(input);
+    let mut index = 0u64;
+    loop {
+        let (bytes, at) = match elements.next_element() {
+            Ok(Some(e)) => e,
+            Ok(None) => break,
+            Err(e) => return Err(ToolError::new(format!("{name}: not valid Prowler json-ocsf output: {e}"))),
+        };
+        let f: OcsfFinding = serde_json::from_slice(bytes).map_err(|e| {
+            let (line, column) = place(&e, at);
+            ToolError::new(format!(
+                "{name}: not valid Prowler json-ocsf output at line {line}, column {column}: finding {index}: {e}"
+            ))
+        })?;
+        let finding = to_finding(f, name, index, at.line)?;
+        sink.count_examined(1);
+        sink.push(finding)?;
+        index += 1;
     }
-    de.end().map_err(|e| ToolError::new(format!("{name}: unexpected data after the findings: {e}")))?;
     sink.flush()
 }
 
-fn to_finding(f: OcsfFinding, name: &str, index: u64) -> Result<NewFinding, ToolError> {
+fn to_finding(f: OcsfFinding, name: &str, index: u64, line: u64) -> Result<NewFinding, ToolError> {
     if f.legacy_check_id.is_some() {
         return Err(ToolError::new(format!(
             "{name}: this is Prowler 3's JSON format, not json-ocsf; run Prowler 4 or later with `--output-formats json-ocsf`"
@@ -310,13 +290,13 @@ fn to_finding(f: OcsfFinding, name: &str, index: u64) -> Result<NewFinding, Tool
     }
     if f.finding_info.uid.trim().is_empty() {
         return Err(ToolError::new(format!(
-            "{name}: finding {index} has no finding_info.uid (is this Prowler json-ocsf output?)"
+            "{name}: finding {index} (line {line}) has no finding_info.uid (is this Prowler json-ocsf output?)"
         )));
     }
     let verdict = match f.status_code.as_deref() {
         Some(code) => Verdict::parse_loose(code).ok_or_else(|| {
             ToolError::new(format!(
-                "{name}: finding {index} has an unknown status_code `{code}` (expected PASS, FAIL or MANUAL)"
+                "{name}: finding {index} (line {line}) has an unknown status_code `{code}` (expected PASS, FAIL or MANUAL)"
             ))
         })?,
         None => Verdict::Fail,

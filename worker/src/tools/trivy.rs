@@ -137,7 +137,10 @@ pub async fn plan(ctx: &JobContext<'_>) -> Result<Plan, ToolError> {
     let mut args: Vec<String> = vec![command.into()];
     args.extend(["--format".into(), "json".into()]);
     args.extend(["--output".into(), ctx.workdir.join(OUTPUT_FILE).display().to_string()]);
-    args.extend(["--quiet".into(), "--timeout".into(), format!("{}s", ctx.job.timeout_secs.max(1))]);
+    // The runner enforces the SubJob's time limit (and reports `timed_out`); Trivy's own limit (5 min by
+    // default) must not cut a long scan short first, nor race the runner at the same instant.
+    let trivy_timeout = ctx.job.timeout_secs.max(1) + 30;
+    args.extend(["--quiet".into(), "--timeout".into(), format!("{trivy_timeout}s")]);
     // No phoning home, and no `trivy.yaml` picked up from the working directory.
     args.extend(["--disable-telemetry".into(), "--skip-version-check".into(), "--config".into(), String::new()]);
     if kind != ArtifactKind::Config {
@@ -2149,7 +2152,7 @@ mod tests {
         let output = out.join(OUTPUT_FILE).display().to_string();
         assert!(fs.args.windows(2).any(|w| w == ["--output", output.as_str()]), "{:?}", fs.args);
         assert!(fs.args.windows(2).any(|w| w == ["--scanners", "vuln,secret,misconfig"]), "{:?}", fs.args);
-        assert!(fs.args.windows(2).any(|w| w == ["--timeout", "120s"]), "{:?}", fs.args);
+        assert!(fs.args.windows(2).any(|w| w == ["--timeout", "150s"]), "{:?}", fs.args);
         assert!(fs.args.windows(2).any(|w| w[0] == "--cache-dir" && w[1].ends_with("cache")), "{:?}", fs.args);
         let offline = [
             "--offline-scan",

@@ -235,6 +235,8 @@ async fn decide_and_write(
         .find(doc! { "_id": { "$in": &keys } })
         // The whole sub-document: a dotted projection comes back flat on the Mongo-wire test server.
         .projection(doc! { "status": 1, "suppression": 1 })
+        // One reply for the whole batch (the default first batch is 101 documents, then `getMore`s).
+        .batch_size(u32::try_from(keys.len()).unwrap_or(u32::MAX))
         .await?
         .try_collect()
         .await?;

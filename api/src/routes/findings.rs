@@ -298,15 +298,7 @@ pub async fn grouped(
         } },
         doc! { "$sort": { "severity_id": -1, "count": -1, "_id": 1 } },
     ];
-    let rows: Vec<Document> = s
-        .mongo
-        .findings
-        .aggregate(pipeline)
-        .await
-        .map_err(cspm_shared::error::StoreError::from)?
-        .try_collect()
-        .await
-        .map_err(cspm_shared::error::StoreError::from)?;
+    let rows = aggregate(&s, pipeline).await?;
     let total_groups = rows.len();
     let instances: i64 = rows.iter().map(|r| number(r, "count")).sum();
     let groups: Vec<Value> = rows
@@ -350,6 +342,11 @@ pub async fn grouped(
     })))
 }
 
+async fn aggregate(s: &AppState, pipeline: Vec<Document>) -> ApiResult<Vec<Document>> {
+    let cursor = s.mongo.findings.aggregate(pipeline).await.map_err(cspm_shared::error::StoreError::from)?;
+    Ok(cursor.try_collect().await.map_err(cspm_shared::error::StoreError::from)?)
+}
+
 fn number(d: &Document, k: &str) -> i64 {
     match d.get(k) {
         Some(Bson::Int32(n)) => i64::from(*n),
@@ -391,15 +388,7 @@ pub async fn stats(
             "class": [active, by("class")],
         } },
     ];
-    let rows: Vec<Document> = s
-        .mongo
-        .findings
-        .aggregate(pipeline)
-        .await
-        .map_err(cspm_shared::error::StoreError::from)?
-        .try_collect()
-        .await
-        .map_err(cspm_shared::error::StoreError::from)?;
+    let rows = aggregate(&s, pipeline).await?;
     let facets = rows.into_iter().next().unwrap_or_default();
     let tally = |facet: &str, seed: &[&str]| {
         let mut m = serde_json::Map::new();

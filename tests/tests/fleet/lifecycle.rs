@@ -4,12 +4,11 @@
 //! the test opens and closes.
 
 use std::net::TcpListener;
-use std::time::Duration;
 
-use cspm_tests::{Fleet, wait_until};
+use cspm_tests::Fleet;
 use serde_json::{Value, json};
 
-use crate::{FINISH, start_canary};
+use crate::{FINISH, network_scan, start_canary};
 
 async fn counts(fleet: &Fleet, token: &str, query: &str) -> Value {
     let (s, b) = fleet.api.get(token, &format!("/api/cspm/findings/stats?{query}")).await;
@@ -100,20 +99,6 @@ async fn a_truncated_report_fails_its_subjob_stores_nothing_and_resolves_nothing
     assert_eq!(none["total"], json!(0), "{none}");
 }
 
-async fn nmap(fleet: &Fleet, token: &str, ports: &str) -> Value {
-    let (s, b) = fleet
-        .api
-        .post(token, "/api/native-scans/network-discovery", json!({ "target": "127.0.0.1", "ports": ports }))
-        .await;
-    assert_eq!(s, 202, "{b}");
-    let id = b["scan_id"].as_str().expect("scan id").to_string();
-    wait_until(Duration::from_secs(120), "the network scan to finish", || async {
-        let (s, r) = fleet.api.get(token, &format!("/api/native-scans/results/{id}")).await;
-        (s == 200 && ["completed", "failed", "partial"].contains(&r["status"].as_str().unwrap_or(""))).then_some(r)
-    })
-    .await
-}
-
 #[tokio::test]
 async fn a_closed_port_is_resolved_and_reopened_when_it_listens_again() {
     let mut fleet = Fleet::start(&[]).await;
@@ -133,18 +118,18 @@ async fn a_closed_port_is_resolved_and_reopened_when_it_listens_again() {
         }
     };
 
-    let first = nmap(&fleet, &token, &ports).await;
+    let first = network_scan(&fleet, &token, &ports, "port_scan").await;
     assert_eq!(first["findings_count"], json!(2), "{first}");
 
     drop(b);
-    let second = nmap(&fleet, &token, &ports).await;
+    let second = network_scan(&fleet, &token, &ports, "port_scan").await;
     assert_eq!(second["status"], json!("completed"), "{second}");
     assert_eq!(second["summary"]["resolved_findings"], json!(1), "{second}");
     assert_eq!(status_of(pa).await, "open");
     assert_eq!(status_of(pb).await, "resolved");
 
     let b = TcpListener::bind(("127.0.0.1", pb)).expect("the port listens again");
-    let third = nmap(&fleet, &token, &ports).await;
+    let third = network_scan(&fleet, &token, &ports, "port_scan").await;
     assert_eq!(third["summary"]["reopened_findings"], json!(1), "{third}");
     assert_eq!(status_of(pb).await, "reopened");
     let (_, grouped) = fleet.api.get(&token, "/api/cspm/findings/grouped?tool=nmap").await;

@@ -30,3 +30,26 @@ pub async fn start_canary(
 }
 
 pub const FINISH: Duration = Duration::from_secs(120);
+
+/// Waits until a native scan's result record says it finished, and returns the record.
+pub async fn wait_native(fleet: &cspm_tests::Fleet, token: &str, id: &str, timeout: Duration) -> Value {
+    cspm_tests::wait_until(timeout, "the native scan to finish", || async {
+        let (s, r) = fleet.api.get(token, &format!("/api/native-scans/results/{id}")).await;
+        (s == 200 && ["completed", "failed", "partial"].contains(&r["status"].as_str().unwrap_or(""))).then_some(r)
+    })
+    .await
+}
+
+/// Starts a network discovery of 127.0.0.1 and waits for its result record.
+pub async fn network_scan(fleet: &cspm_tests::Fleet, token: &str, ports: &str, scan_type: &str) -> Value {
+    let (s, b) = fleet
+        .api
+        .post(
+            token,
+            "/api/native-scans/network-discovery",
+            json!({ "target": "127.0.0.1", "ports": ports, "scan_type": scan_type }),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+    wait_native(fleet, token, b["scan_id"].as_str().expect("scan id"), Duration::from_secs(120)).await
+}

@@ -5,25 +5,9 @@ use std::time::Duration;
 
 use bson::doc;
 use cspm_tests::{Fleet, wait_until};
-use serde_json::{Value, json};
 
-async fn scan(fleet: &Fleet, token: &str, ports: &str, scan_type: &str) -> Value {
-    let (s, b) = fleet
-        .api
-        .post(
-            token,
-            "/api/native-scans/network-discovery",
-            json!({ "target": "127.0.0.1", "ports": ports, "scan_type": scan_type }),
-        )
-        .await;
-    assert_eq!(s, 202, "{b}");
-    let id = b["scan_id"].as_str().expect("scan id").to_string();
-    wait_until(Duration::from_secs(120), "the network scan to finish", || async {
-        let (s, r) = fleet.api.get(token, &format!("/api/native-scans/results/{id}")).await;
-        (s == 200 && ["completed", "failed", "partial"].contains(&r["status"].as_str().unwrap_or(""))).then_some(r)
-    })
-    .await
-}
+use crate::network_scan;
+use serde_json::json;
 
 #[tokio::test]
 async fn a_network_scan_finds_the_listeners_and_a_rescan_changes_no_counts() {
@@ -37,7 +21,7 @@ async fn a_network_scan_finds_the_listeners_and_a_rescan_changes_no_counts() {
     let (pa, pb) = (a.local_addr().expect("addr").port(), b.local_addr().expect("addr").port());
     let ports = format!("{pa},{pb},{closed}");
 
-    let first = scan(&fleet, &token, &ports, "port_scan").await;
+    let first = network_scan(&fleet, &token, &ports, "port_scan").await;
     assert_eq!(first["status"], json!("completed"), "{first}");
     assert_eq!(first["findings_count"], json!(2), "{first}");
     let mut found: Vec<String> = first["findings"]
@@ -62,7 +46,7 @@ async fn a_network_scan_finds_the_listeners_and_a_rescan_changes_no_counts() {
         .expect("db")
         .expect("stored");
 
-    let second = scan(&fleet, &token, &ports, "port_scan").await;
+    let second = network_scan(&fleet, &token, &ports, "port_scan").await;
     assert_eq!(second["status"], json!("completed"), "{second}");
     assert_eq!(second["findings_count"], json!(2));
     assert_eq!(second["summary"]["new_findings"], json!(0), "nothing is new on a rescan");
@@ -107,7 +91,7 @@ async fn service_detection_reports_what_answers_on_the_port() {
         std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
     })
     .await;
-    let result = scan(&fleet, &token, &port.to_string(), "service_detection").await;
+    let result = network_scan(&fleet, &token, &port.to_string(), "service_detection").await;
     assert_eq!(result["status"], json!("completed"), "{result}");
     let f = &result["findings"][0];
     assert_eq!(f["details"]["service"]["name"], json!("http"), "{f}");

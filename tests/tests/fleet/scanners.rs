@@ -6,16 +6,8 @@ use std::io::BufRead;
 use std::path::Path;
 use std::time::Duration;
 
-use cspm_tests::{Fleet, KillOnDrop, wait_until};
+use cspm_tests::{Fleet, KillOnDrop};
 use serde_json::{Value, json};
-
-async fn wait_result(fleet: &Fleet, token: &str, id: &str, timeout: Duration) -> Value {
-    wait_until(timeout, "the native scan to finish", || async {
-        let (s, r) = fleet.api.get(token, &format!("/api/native-scans/results/{id}")).await;
-        (s == 200 && ["completed", "failed", "partial"].contains(&r["status"].as_str().unwrap_or(""))).then_some(r)
-    })
-    .await
-}
 
 async fn findings(fleet: &Fleet, token: &str, query: &str) -> Vec<Value> {
     let (s, b) = fleet.api.get(token, &format!("/api/cspm/findings?limit=500&{query}")).await;
@@ -64,7 +56,8 @@ async fn a_filesystem_scan_finds_misconfigurations_and_secrets_and_a_fix_resolve
                 .await;
             assert_eq!(s, 202, "{b}");
             assert_eq!(b["tool_type"], json!("trivy"));
-            let result = wait_result(fleet, &token, b["scan_id"].as_str().expect("id"), Duration::from_secs(180)).await;
+            let result =
+                crate::wait_native(fleet, &token, b["scan_id"].as_str().expect("id"), Duration::from_secs(180)).await;
             assert_eq!(result["status"], json!(expect), "{result}");
             result
         }
@@ -127,7 +120,7 @@ async fn a_web_scan_finds_the_reflected_xss_of_a_vulnerable_application() {
         .await;
     assert_eq!(s, 202, "{b}");
     assert_eq!(b["tool_type"], json!("wapiti"));
-    let result = wait_result(&fleet, &token, b["scan_id"].as_str().expect("id"), Duration::from_secs(300)).await;
+    let result = crate::wait_native(&fleet, &token, b["scan_id"].as_str().expect("id"), Duration::from_secs(300)).await;
     assert_eq!(result["status"], json!("completed"), "{result}");
 
     let vulns = findings(&fleet, &token, "tool=wapiti&class=vulnerability").await;

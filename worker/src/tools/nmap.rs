@@ -3,6 +3,7 @@
 //! API's check and the scan), writes XML, and reports every open port as a finding whose identity is
 //! (host, port, protocol, service).
 
+use std::collections::HashSet;
 use std::io::BufReader;
 use std::net::IpAddr;
 use std::path::Path;
@@ -23,6 +24,9 @@ use crate::runner::local::find_executable;
 pub const OUTPUT_FILE: &str = "nmap.xml";
 /// Script output kept per script (the rest is cut).
 const MAX_SCRIPT_OUTPUT: usize = 2048;
+/// Host names kept per host and CPEs per port: every finding of the host (port) carries them, so an
+/// unbounded list would cost (ports × names) or (CVEs × CPEs) in time and memory.
+const MAX_LISTED: usize = 32;
 
 pub fn check_available(config: &WorkerConfig) -> Result<(), ToolError> {
     find_executable(&config.nmap_path).map(|_| ()).ok_or_else(|| {
@@ -133,7 +137,9 @@ pub fn parse_reader<R: std::io::BufRead>(input: R, name: &str, sink: &mut Findin
                 }
             }
             Event::Empty(e) | Event::Start(e) if e.name().as_ref() == "hostname" => {
-                if let (Some(h), Some(n)) = (host.as_mut(), attr(&e, "name")) {
+                if let (Some(h), Some(n)) = (host.as_mut(), attr(&e, "name"))
+                    && h.hostnames.len() < MAX_LISTED
+                {
                     h.hostnames.push(n);
                 }
             }
@@ -170,7 +176,7 @@ pub fn parse_reader<R: std::io::BufRead>(input: R, name: &str, sink: &mut Findin
             Event::Text(t) if in_cpe => {
                 if let Some(p) = port.as_mut() {
                     let text = t.xml10_content().trim().to_string();
-                    if !text.is_empty() {
+                    if !text.is_empty() && p.cpes.len() < MAX_LISTED {
                         p.cpes.push(text);
                     }
                 }
@@ -205,7 +211,7 @@ pub fn parse_reader<R: std::io::BufRead>(input: R, name: &str, sink: &mut Findin
             Event::Empty(e) | Event::Start(e) if e.name().as_ref() == "finished" => {
                 if attr(&e, "exit").as_deref() == Some("error") {
                     let msg = attr(&e, "errormsg").unwrap_or_else(|| "unknown error".into());
-                    return Err(ToolError::new(format!("nmap reported an error: {msg}")));
+                    return Err(ToolError::new(format!("{name}: nmap reported an error: {msg}")));
                 }
                 finished = true;
             }
@@ -327,6 +333,7 @@ fn emit_host(h: Host, sink: &mut FindingSink) -> Result<(), ToolError> {
 /// script gives one (`vulners`: `CVE-2018-15919<TAB>5.0<TAB>url`), and the script that named it.
 fn script_cves(scripts: &[Document]) -> Vec<(String, Option<f64>, String)> {
     let mut out: Vec<(String, Option<f64>, String)> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
     for s in scripts {
         let script = s.get_str("id").unwrap_or_default().to_string();
         let output = s.get_str("output").unwrap_or_default();
@@ -336,7 +343,7 @@ fn script_cves(scripts: &[Document]) -> Vec<(String, Option<f64>, String)> {
             for (i, t) in tokens.iter().enumerate() {
                 let Some(cve) = cve_id(t) else { continue };
                 let score = tokens.get(i + 1).and_then(|n| n.parse::<f64>().ok()).filter(|n| (0.0..=10.0).contains(n));
-                if !out.iter().any(|(c, _, _)| *c == cve) {
+                if seen.insert(cve.clone()) {
                     out.push((cve, score, script.clone()));
                 }
             }
@@ -393,6 +400,51 @@ mod tests {
             all.extend(batch);
         }
         r.map(|()| all)
+    }
+
+    /// A fuzz target's finding (`fuzz/`), kept as a regression input.
+    fn fuzz_input(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/fuzz").join(name)
+    }
+
+    #[test]
+    fn fuzz_an_error_that_nmap_reports_names_the_file() {
+        let bytes = std::fs::read(fuzz_input("nmap-error-unnamed.bin")).expect("fuzz input");
+        let err = parse_reader(&bytes[..], "scan.xml", &mut FindingSink::counting()).expect_err("nmap's error");
+        assert_eq!(err.message, "scan.xml: nmap reported an error: x");
+    }
+
+    #[test]
+    fn fuzz_thousands_of_cves_on_a_port_are_each_reported_once() {
+        // 12,000 CVEs named by one port's scripts, 10,980 of them within the 2,048 bytes kept of each
+        // script's output: each was compared with every one before it (over the fuzz target's 10 s timeout).
+        let bytes = std::fs::read(fuzz_input("nmap-many-cves.bin")).expect("fuzz input");
+        let mut sink = FindingSink::counting();
+        parse_reader(&bytes[..], "cves.xml", &mut sink).expect("parses");
+        assert_eq!(sink.emitted, 1 + 10_980);
+        let twice = [
+            doc! { "id": "a", "output": "CVE-2014-0160 CVE-2014-0160" },
+            doc! { "id": "b", "output": "CVE-2014-0160" },
+        ];
+        assert_eq!(script_cves(&twice), vec![("CVE-2014-0160".to_string(), None, "a".to_string())]);
+    }
+
+    #[test]
+    fn fuzz_host_names_and_cpes_are_bounded_on_every_finding() {
+        // 200 names, 200 open ports, 200 CPEs on a port with CVEs: every finding carried every name,
+        // every CVE finding every CPE, (ports × names) in all.
+        let found = parse_file(&fuzz_input("nmap-names-times-ports.bin")).expect("parses");
+        assert_eq!(found.len(), 200 + 2);
+        for f in &found {
+            assert_eq!(
+                f.details.get_array("cpe").map(|a| a.len()).ok(),
+                Some(if f.resource_uid.ends_with(":1/tcp") { MAX_LISTED } else { 0 })
+            );
+            if f.class == FindingClass::Detection {
+                assert_eq!(f.details.get_array("hostnames").map(|a| a.len()).ok(), Some(MAX_LISTED));
+            }
+            assert_eq!(f.endpoint.as_ref().and_then(|e| e.hostname.as_deref()), Some("h0"));
+        }
     }
 
     #[test]

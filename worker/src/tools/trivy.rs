@@ -931,8 +931,9 @@ fn severity(s: Option<&str>) -> Severity {
 /// `PrimaryURL` first, then the references, once each.
 fn references(primary: Option<String>, refs: Option<Vec<String>>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
     for r in primary.into_iter().chain(refs.unwrap_or_default()) {
-        if !r.trim().is_empty() && !out.contains(&r) {
+        if !r.trim().is_empty() && seen.insert(r.clone()) {
             out.push(r);
         }
     }
@@ -1929,6 +1930,22 @@ mod tests {
         assert_eq!(f.details.get_i64("occurrences").ok(), Some(4));
         assert_eq!(found.iter().filter(|f| f.class == FindingClass::Vulnerability).count(), 4);
         assert_eq!(found.iter().filter(|f| f.class == FindingClass::Compliance).count(), 17);
+    }
+
+    #[test]
+    fn fuzz_a_vulnerability_with_thousands_of_references_keeps_each_once() {
+        // 30,000 references on one vulnerability: each was compared with every one before it (over
+        // the fuzz target's 10 s timeout).
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/fuzz/trivy-many-references.bin");
+        let bytes = std::fs::read(path).expect("fuzz input");
+        let (found, examined) = parse_bytes(&bytes, "refs.json").expect("parses");
+        assert_eq!((found.len(), examined), (1, 1));
+        assert_eq!(found[0].references.len(), 30_001);
+        assert_eq!(found[0].references[..3], ["https://example.test/primary", "r0", "r1"]);
+        assert_eq!(
+            references(Some("a".into()), Some(vec!["b".into(), "a".into(), " ".into(), "b".into()])),
+            ["a", "b"]
+        );
     }
 
     #[test]

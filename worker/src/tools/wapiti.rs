@@ -220,8 +220,44 @@ struct Classification {
     #[serde(default, deserialize_with = "text")]
     sol: String,
     /// Title → URL.
-    #[serde(rename = "ref", default)]
+    #[serde(rename = "ref", default, deserialize_with = "bounded_references")]
     refs: Option<BTreeMap<String, LenientField>>,
+}
+
+/// References kept per category. Wapiti names a handful, and every finding of the category carries
+/// them: an unbounded list would cost (entries × references) in time and memory.
+const MAX_REFERENCES: usize = 32;
+
+/// A category's `ref` object, at most `MAX_REFERENCES` of it (the rest is skipped).
+fn bounded_references<'de, D: Deserializer<'de>>(d: D) -> Result<Option<BTreeMap<String, LenientField>>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Option<BTreeMap<String, LenientField>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object of reference titles and URLs")
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(title) = map.next_key::<String>()? {
+                if out.len() < MAX_REFERENCES {
+                    out.insert(title, map.next_value::<LenientField>()?);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(Some(out))
+        }
+    }
+    d.deserialize_option(V)
 }
 
 /// One vulnerability, anomaly or additional, as the generator writes it.
@@ -765,6 +801,21 @@ mod tests {
     fn parse_testdata(name: &str) -> (Vec<NewFinding>, u64) {
         let bytes = std::fs::read(testdata(name)).expect("test data");
         parse_bytes(&bytes, name).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    /// A fuzz target's finding (`fuzz/`), kept as a regression input.
+    fn fuzz_input(name: &str) -> Vec<u8> {
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/fuzz").join(name)).expect("fuzz input")
+    }
+
+    #[test]
+    fn fuzz_a_category_with_thousands_of_references_gives_each_finding_a_bounded_list() {
+        // 30 entries of one category that lists 3,000 references: every entry de-duplicated all of
+        // them against each other (over the fuzz target's 10 s timeout), and every finding carried them.
+        let (found, _) = parse_bytes(&fuzz_input("wapiti-many-references.bin"), "refs.json").expect("parses");
+        assert_eq!(found.len(), 30);
+        assert!(found.iter().all(|f| f.references.len() == MAX_REFERENCES), "{:?}", found[0].references);
+        assert!(found.iter().all(|f| f.vulnerabilities[0].references.len() == MAX_REFERENCES));
     }
 
     fn find<'f>(found: &'f [NewFinding], rule: &str, path: &str, param: &str) -> &'f NewFinding {

@@ -144,11 +144,12 @@ impl FindingSink {
         Self { tx: None, batch: Vec::new(), batch_size: 0, emitted: 0, examined: 0 }
     }
 
-    pub fn push(&mut self, f: NewFinding) -> Result<(), ToolError> {
+    pub fn push(&mut self, mut f: NewFinding) -> Result<(), ToolError> {
         self.emitted += 1;
         if self.tx.is_none() {
             return Ok(());
         }
+        bound_fields(&mut f);
         self.batch.push(f);
         if self.batch.len() >= self.batch_size {
             self.flush()?;
@@ -168,6 +169,62 @@ impl FindingSink {
         }
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_size));
         tx.blocking_send(batch).map_err(|_| ToolError::new("the finding store stopped accepting findings"))
+    }
+}
+
+/// Longest text kept in a finding's short fields (title, resource, rule, identity parts) and in its
+/// long ones (description, remediation). A report may repeat a huge value (an artifact name) in every
+/// finding: bounded here once for every parser.
+const MAX_SHORT_FIELD: usize = 2048;
+const MAX_LONG_FIELD: usize = 16 * 1024;
+
+fn cut(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut at = max;
+        while !s.is_char_boundary(at) {
+            at -= 1;
+        }
+        s.truncate(at);
+        s.push('…');
+    }
+}
+
+/// Bounds a finding's text fields. An identity part that is too long keeps a prefix and a digest of the
+/// whole, so that two long values stay two identities.
+fn bound_fields(f: &mut NewFinding) {
+    for s in [&mut f.rule_id, &mut f.title, &mut f.resource_uid, &mut f.resource_type] {
+        cut(s, MAX_SHORT_FIELD);
+    }
+    for s in [f.resource_name.as_mut(), f.service.as_mut()].into_iter().flatten() {
+        cut(s, MAX_SHORT_FIELD);
+    }
+    cut(&mut f.description, MAX_LONG_FIELD);
+    if let Some(r) = f.remediation.as_mut() {
+        cut(r, MAX_LONG_FIELD);
+    }
+    for part in &mut f.identity {
+        if part.len() > MAX_SHORT_FIELD {
+            use sha2::Digest;
+            let digest = hex::encode(sha2::Sha256::digest(part.as_bytes()));
+            cut(part, 256);
+            part.push_str(&format!(" sha256:{digest}"));
+        }
+    }
+}
+
+/// Whether a report holds nothing but blanks. Looks past the first buffer when it is all blanks (those
+/// are consumed), so a report that starts with a long run of blanks is not mistaken for an empty one.
+pub fn is_blank_report<R: std::io::BufRead>(input: &mut R) -> std::io::Result<bool> {
+    loop {
+        let buf = input.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(true);
+        }
+        if !buf.iter().all(u8::is_ascii_whitespace) {
+            return Ok(false);
+        }
+        let n = buf.len();
+        input.consume(n);
     }
 }
 
@@ -418,6 +475,48 @@ mod tests {
                 }
                 let _ = kind.parse_reader(&changed[..], "flipped", &mut FindingSink::counting());
             }
+        }
+    }
+
+    #[test]
+    fn huge_values_are_bounded_and_long_identities_stay_distinct() {
+        let long = |c: char| std::iter::repeat_n(c, 100_000).collect::<String>();
+        let make = |c: char| NewFinding {
+            rule_id: "r".into(),
+            title: long(c),
+            resource_uid: long(c),
+            description: long(c),
+            identity: vec![format!("{}{c}", long('x'))],
+            ..NewFinding::default()
+        };
+        let (tx, mut rx) = mpsc::channel(4);
+        let mut sink = FindingSink::new(tx, 2);
+        sink.push(make('a')).expect("pushed");
+        sink.push(make('b')).expect("pushed");
+        drop(sink);
+        let batch = rx.blocking_recv().expect("a batch");
+        assert!(
+            batch.iter().all(|f| f.title.len() <= MAX_SHORT_FIELD + 3 && f.description.len() <= MAX_LONG_FIELD + 3)
+        );
+        assert!(batch[0].identity[0].len() < 400, "{}", batch[0].identity[0].len());
+        assert_ne!(batch[0].identity, batch[1].identity, "a digest of the whole keeps them apart");
+    }
+
+    #[test]
+    fn a_report_that_starts_with_a_long_run_of_blanks_is_not_empty() {
+        let fixtures = cspm_shared::testing::fixtures_dir();
+        for (kind, rel) in [
+            (ReportKind::Prowler, "prowler/examples/example_output_gcp.ocsf.json"),
+            (ReportKind::Zap, "zap/bcgov/zap_2.14.0_itsecgames.json"),
+        ] {
+            let mut bytes = vec![b' '; 100_000];
+            bytes.extend(std::fs::read(fixtures.join(rel)).expect("fixture"));
+            let mut sink = FindingSink::counting();
+            kind.parse_reader(std::io::BufReader::new(&bytes[..]), rel, &mut sink).expect("parses");
+            assert!(sink.emitted > 0, "{rel}");
+            let blank = vec![b'\n'; 100_000];
+            let err = kind.parse_reader(std::io::BufReader::new(&blank[..]), rel, &mut sink).expect_err("empty");
+            assert!(err.message.contains("empty"), "{err}");
         }
     }
 

@@ -17,7 +17,7 @@ use cspm_shared::store::findings::NewFinding;
 use serde::Deserialize;
 
 use super::json_array::{JsonArrayElements, place};
-use super::{FindingSink, JobContext, Plan, ToolError, open_output};
+use super::{FindingSink, JobContext, Plan, ToolError, is_blank_report, open_output};
 use crate::config::WorkerConfig;
 use crate::runner::ProcessSpec;
 use crate::runner::local::find_executable;
@@ -250,7 +250,7 @@ pub fn parse(workdir: &Path, max_bytes: u64, sink: &mut FindingSink) -> Result<(
 /// Streams the JSON array element by element: each finding is cut out of the file and parsed from
 /// memory, so the file's size does not matter and parsing runs at memory speed.
 pub fn parse_reader<R: std::io::BufRead>(mut input: R, name: &str, sink: &mut FindingSink) -> Result<(), ToolError> {
-    if input.fill_buf().map(|b| b.iter().all(u8::is_ascii_whitespace)).unwrap_or(false) {
+    if is_blank_report(&mut input).map_err(|e| ToolError::new(format!("{name}: cannot read it: {e}")))? {
         return Err(ToolError::new(format!(
             "{name}: the Prowler output is empty (Prowler stopped before writing its findings; see its log)"
         )));

@@ -70,7 +70,7 @@ use super::zap::{
     EmitError, LenientField, MAX_EVIDENCE, MAX_FIELD, MAX_TEXT, WebTarget, bounded, checked_web_target, evidence,
     field, identity_hash, page_of, position_error, text, web_endpoint,
 };
-use super::{FindingSink, JobContext, Plan, ToolError, open_output};
+use super::{FindingSink, JobContext, Plan, ToolError, is_blank_report, open_output};
 use crate::config::WorkerConfig;
 use crate::runner::ProcessSpec;
 use crate::runner::local::find_executable;
@@ -741,8 +741,9 @@ pub fn parse(workdir: &Path, max_bytes: u64, sink: &mut FindingSink) -> Result<(
 
 /// Streams the report: the classifications (a few dozen) are kept, entries go one at a time.
 pub fn parse_reader<R: std::io::BufRead>(mut input: R, name: &str, sink: &mut FindingSink) -> Result<(), ToolError> {
-    let head = input.fill_buf().map_err(|e| ToolError::new(format!("{name}: cannot read the Wapiti report: {e}")))?;
-    if head.iter().all(u8::is_ascii_whitespace) {
+    let blank = is_blank_report(&mut input)
+        .map_err(|e| ToolError::new(format!("{name}: cannot read the Wapiti report: {e}")))?;
+    if blank {
         return Err(ToolError::new(format!("{name}: the Wapiti report is empty (Wapiti stopped before writing it)")));
     }
     let mut de = serde_json::Deserializer::from_reader(input);

@@ -42,7 +42,7 @@ use cspm_shared::store::findings::NewFinding;
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::{FindingSink, JobContext, Plan, ToolError, open_output};
+use super::{FindingSink, JobContext, Plan, ToolError, is_blank_report, open_output};
 use crate::config::WorkerConfig;
 use crate::runner::ProcessSpec;
 use crate::runner::local::find_executable;
@@ -920,12 +920,14 @@ pub fn parse(workdir: &Path, max_bytes: u64, sink: &mut FindingSink) -> Result<(
 
 /// Streams the report: one site, then one alert (with its instances) at a time in memory.
 pub fn parse_reader<R: std::io::BufRead>(mut input: R, name: &str, sink: &mut FindingSink) -> Result<(), ToolError> {
-    let head = input.fill_buf().map_err(|e| ToolError::new(format!("{name}: cannot read the ZAP report: {e}")))?;
-    if head.iter().all(u8::is_ascii_whitespace) {
+    let blank =
+        is_blank_report(&mut input).map_err(|e| ToolError::new(format!("{name}: cannot read the ZAP report: {e}")))?;
+    if blank {
         return Err(ToolError::new(format!("{name}: the ZAP report is empty (ZAP stopped before writing it)")));
     }
     // The reports add-on ships its Thymeleaf templates next to its reports: say so rather than point
     // at the first template expression.
+    let head = input.fill_buf().map_err(|e| ToolError::new(format!("{name}: cannot read the ZAP report: {e}")))?;
     if head.windows(4).any(|w| w == b"[[${") || head.windows(8).any(|w| w == b"th:block") {
         return Err(ToolError::new(format!(
             "{name}: this is a ZAP report template (Thymeleaf), not a report: generate a report with it \

@@ -18,6 +18,9 @@ use crate::metrics::WorkerMetrics;
 use crate::pipeline::{self, WorkerCtx};
 use crate::poll::{self, WakeStrategy};
 use crate::runner::StopReason;
+use crate::runner::docker::{self, DockerRunner, RunnerSettings};
+use cspm_shared::store::subjobs;
+use cspm_shared::time::Timestamp;
 
 pub struct WorkerApp {
     ctx: Arc<WorkerCtx>,
@@ -45,7 +48,20 @@ impl WorkerApp {
             registry: Arc::new(registry),
             gauges,
         });
-        let ctx = Arc::new(WorkerCtx::new(config, mongo, queues, metrics));
+        let docker = match &config.runner {
+            RunnerSettings::Local => None,
+            RunnerSettings::Docker(settings) => Some(
+                DockerRunner::connect(
+                    settings.clone(),
+                    config.name.clone(),
+                    config.common.db_prefix.clone(),
+                    metrics.clone(),
+                )
+                    .await
+                    .map_err(|e| anyhow::anyhow!("CSPM_SCANNER_RUNNER=docker: {e}"))?,
+            ),
+        };
+        let ctx = Arc::new(WorkerCtx::new(config, mongo, queues, metrics, docker));
         Ok(Self { ctx, listener, ops_router })
     }
 
@@ -71,6 +87,7 @@ impl WorkerApp {
         let ops_stop = stop_rx.clone();
         let ops_task = tokio::spawn(ops::serve(self.listener, self.ops_router, wait_true(ops_stop)));
         let feeder = tokio::spawn(feed_loop(ctx.clone(), stop_rx.clone()));
+        let reaper = ctx.docker.clone().map(|docker| tokio::spawn(reap_loop(docker, ctx.mongo.clone())));
 
         let mut consumers = Vec::new();
         for (kind, concurrency) in
@@ -99,9 +116,41 @@ impl WorkerApp {
             }
         }
         feeder.abort();
+        if let Some(r) = reaper {
+            r.abort();
+        }
         let _ = ops_task.await;
         tracing::info!("worker stopped");
         Ok(())
+    }
+}
+
+/// How often the Docker runner looks for containers of workers that are gone (also once at start-up).
+const REAP_EVERY: Duration = Duration::from_secs(60);
+
+/// Removes scanner containers whose SubJob no longer runs under the worker that started them.
+async fn reap_loop(docker: DockerRunner, mongo: cspm_shared::db::Mongo) {
+    loop {
+        let db = mongo.clone();
+        let reaped = docker
+            .reap_orphans(move |id, worker| {
+                let db = db.clone();
+                async move {
+                    let doc = subjobs::get(&db, &id).await.map_err(|e| e.to_string())?;
+                    let holder = doc.and_then(|d| {
+                        let live = d.lease_expires_at.is_some_and(|t| t > Timestamp::now());
+                        docker::holder(d.status, d.lease_owner, live)
+                    });
+                    Ok(holder.as_deref() != Some(worker.as_str()))
+                }
+            })
+            .await;
+        match reaped {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed orphaned scanner containers"),
+            Err(e) => tracing::warn!(error = %e, "could not look for orphaned scanner containers"),
+        }
+        tokio::time::sleep(REAP_EVERY).await;
     }
 }
 

@@ -10,6 +10,8 @@ use cspm_shared::domain::native::TargetPolicy;
 use cspm_shared::settings::{COMMON_KEYS, CommonSettings};
 use secrecy::SecretString;
 
+use crate::runner::docker::{DOCKER_KEYS, RunnerSettings};
+
 pub const WORKER_KEYS: &[KeySpec] = &[
     KeySpec::optional(
         "CSPM_WORKER_BIND",
@@ -37,7 +39,7 @@ pub const WORKER_KEYS: &[KeySpec] = &[
     ),
     KeySpec::unset(
         "PROWLER_HOST_OUTPUT_DIR",
-        "the output directory as the Docker host sees it, for scanners in sibling containers (read and checked now; used by the Docker runner, not by the local-process runner)",
+        "the output directory as the Docker host sees it (required by the Docker runner: scanner containers mount their sub-job's directory from there)",
     ),
     KeySpec::optional(
         "CSPM_WORKER_LEASE_SECS",
@@ -89,7 +91,7 @@ pub const WORKER_KEYS: &[KeySpec] = &[
 ];
 
 pub fn all_keys() -> Vec<KeySpec> {
-    COMMON_KEYS.iter().chain(WORKER_KEYS).copied().collect()
+    COMMON_KEYS.iter().chain(WORKER_KEYS).chain(DOCKER_KEYS).copied().collect()
 }
 
 #[derive(Clone)]
@@ -101,6 +103,8 @@ pub struct WorkerConfig {
     pub native_concurrency: usize,
     pub output_dir: PathBuf,
     pub host_output_dir: Option<PathBuf>,
+    /// Where scanners run: child processes, or sibling containers.
+    pub runner: RunnerSettings,
     pub lease: Duration,
     pub poll: Duration,
     pub shutdown_grace: Duration,
@@ -152,6 +156,7 @@ impl WorkerConfig {
                 .ok()
         });
         let lease = env.seconds("CSPM_WORKER_LEASE_SECS", 15, 3, 3600);
+        let runner = RunnerSettings::load(&env, &output_dir, host_output_dir.as_deref());
         let config = Self {
             bind: env.parse("CSPM_WORKER_BIND", SocketAddr::from(([127, 0, 0, 1], 9091))),
             name,
@@ -159,6 +164,7 @@ impl WorkerConfig {
             native_concurrency: env.bounded("CSPM_WORKER_NATIVE_CONCURRENCY", 2, 0, 256),
             output_dir,
             host_output_dir,
+            runner,
             lease,
             poll: env.millis("CSPM_WORKER_POLL_MS", 250, 5, 60_000),
             shutdown_grace: env.seconds("CSPM_WORKER_SHUTDOWN_GRACE_SECS", 30, 0, 3600),

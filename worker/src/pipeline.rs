@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use apalis_core::error::BoxDynError;
 use cspm_shared::db::Mongo;
-use cspm_shared::domain::scan::{CanaryFailure, SubJobStatus};
+use cspm_shared::domain::scan::{CanaryFailure, SubJobStatus, Tool};
 use cspm_shared::error::StoreError;
 use cspm_shared::ids::{RunId, SubJobId};
 use cspm_shared::queue::{Queues, SubJobMessage};
@@ -26,7 +26,8 @@ use tracing::Instrument;
 use crate::config::WorkerConfig;
 use crate::ledger::Ledger;
 use crate::metrics::WorkerMetrics;
-use crate::runner::{self, Exit, StopReason, StopSignal};
+use crate::runner::docker::{ContainerJob, DockerRunner};
+use crate::runner::{self, Exit, RunReport, StopReason, StopSignal};
 use crate::tools::{Adapter, FindingSink, JobContext, Plan, canary};
 
 /// Findings per database round trip.
@@ -43,12 +44,21 @@ pub struct WorkerCtx {
     pub started_runs: Mutex<HashSet<RunId>>,
     /// Claims and terminal transitions, batched across the SubJobs running here.
     pub ledger: Ledger,
+    /// The Docker runner, when scanners run in sibling containers (`CSPM_SCANNER_RUNNER=docker`).
+    pub docker: Option<DockerRunner>,
 }
 
 impl WorkerCtx {
-    pub fn new(config: WorkerConfig, mongo: Mongo, queues: Queues, metrics: WorkerMetrics) -> Self {
+    pub fn new(
+        config: WorkerConfig,
+        mongo: Mongo,
+        queues: Queues,
+        metrics: WorkerMetrics,
+        docker: Option<DockerRunner>,
+    ) -> Self {
         let ledger = Ledger::start(mongo.clone(), config.name.clone(), config.lease);
         Self {
+            docker,
             config,
             mongo,
             queues,
@@ -366,8 +376,12 @@ async fn execute(ctx: &WorkerCtx, job: &SubJobDoc, workdir: &Path, mut stop: Sto
         return Ending::Stopped(reason);
     }
     let adapter = Adapter::for_tool(job.tool.tool);
-    if let Err(e) = adapter.check_available(&ctx.config) {
-        return Ending::Failed(e.message, Outcome::default());
+    let available = match (&ctx.docker, job.tool.tool) {
+        (_, Tool::Canary) | (None, _) => adapter.check_available(&ctx.config).map_err(|e| e.message),
+        (Some(docker), tool) => docker.settings().check_available(tool),
+    };
+    if let Err(message) = available {
+        return Ending::Failed(message, Outcome::default());
     }
     let jc = JobContext { job, mongo: &ctx.mongo, workdir: workdir.to_path_buf(), config: &ctx.config };
     let plan = match adapter.plan(&jc).await {
@@ -376,8 +390,8 @@ async fn execute(ctx: &WorkerCtx, job: &SubJobDoc, workdir: &Path, mut stop: Sto
     };
     let timeout = job.timeout();
     match plan {
-        Plan::Process(spec) => match runner::local::run(&spec, timeout, stop.clone()).await {
-            Err(e) => return Ending::Failed(format!("cannot start `{}`: {e}", spec.program), Outcome::default()),
+        Plan::Process(spec) => match run_process(ctx, job, &spec, timeout, stop.clone()).await {
+            Err(message) => return Ending::Failed(message, Outcome::default()),
             Ok(report) => match &report.exit {
                 Exit::TimedOut => {
                     return Ending::TimedOut(format!(
@@ -404,6 +418,30 @@ async fn execute(ctx: &WorkerCtx, job: &SubJobDoc, workdir: &Path, mut stop: Sto
         }
     }
     store(ctx, job, workdir, adapter, stop).await
+}
+
+/// Runs a planned process where this worker runs scanners: as a child process, or in a container.
+async fn run_process(
+    ctx: &WorkerCtx,
+    job: &SubJobDoc,
+    spec: &runner::ProcessSpec,
+    timeout: Duration,
+    stop: StopSignal,
+) -> Result<RunReport, String> {
+    match &ctx.docker {
+        None => {
+            runner::local::run(spec, timeout, stop).await.map_err(|e| format!("cannot start `{}`: {e}", spec.program))
+        }
+        Some(docker) => {
+            let tool = job.tool.tool;
+            let program = runner::docker::container_program(tool);
+            let container = ContainerJob { spec, tool, program, run_id: &job.run_id, subjob_id: &job.id };
+            docker
+                .run(container, timeout, stop)
+                .await
+                .map_err(|e| format!("cannot run the {} container: {e}", job.tool.tool.as_str()))
+        }
+    }
 }
 
 /// The canary's "scan": waits, then succeeds, fails, crashes the process or hangs, as asked.

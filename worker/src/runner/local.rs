@@ -148,6 +148,7 @@ mod tests {
             workdir: std::env::temp_dir(),
             ok_exit_codes: vec![3],
             secret_files: vec![],
+            mounts: vec![],
         }
     }
 

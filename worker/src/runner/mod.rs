@@ -2,6 +2,7 @@
 //! the SubJob's output directory, stop it when asked (cancel, lost lease, shutdown) or when its time is up
 //! (SIGTERM, then SIGKILL), and report the exit code and a bounded tail of its output.
 
+pub mod docker;
 pub mod local;
 
 use std::path::PathBuf;
@@ -37,6 +38,17 @@ pub struct ProcessSpec {
     /// Files holding secrets for the scanner (a credential file); removed as soon as it ends, whatever
     /// the outcome, so that a kept output directory never keeps them.
     pub secret_files: Vec<PathBuf>,
+    /// Paths besides the output directory the scanner reads (a directory to scan) or writes (a cache).
+    /// The local runner ignores them; the Docker runner bind-mounts them at the same path, so they must
+    /// be paths of the Docker host that the worker sees at the same place.
+    pub mounts: Vec<PathMount>,
+}
+
+/// A path a scanner needs (see `ProcessSpec::mounts`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathMount {
+    pub path: PathBuf,
+    pub writable: bool,
 }
 
 /// How a run ended.

@@ -101,6 +101,7 @@ pub async fn plan(ctx: &JobContext<'_>) -> Result<Plan, ToolError> {
         // Prowler exits 3 when some checks failed: that is a finished scan with findings.
         ok_exit_codes: vec![3],
         secret_files,
+        mounts: vec![],
     }))
 }
 

@@ -85,8 +85,8 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 
 use super::{FindingSink, JobContext, Plan, ToolError, open_output};
 use crate::config::WorkerConfig;
-use crate::runner::ProcessSpec;
 use crate::runner::local::find_executable;
+use crate::runner::{PathMount, ProcessSpec};
 
 /// The report `plan` asks Trivy for, in the SubJob's directory.
 pub const OUTPUT_FILE: &str = "trivy.json";
@@ -117,6 +117,7 @@ pub async fn plan(ctx: &JobContext<'_>) -> Result<Plan, ToolError> {
         ArtifactKind::Image
     });
     let scanners = scanners_for(kind, &spec.scanners)?;
+    let mut mounts = Vec::new();
     let target = match kind {
         ArtifactKind::Image => {
             let reference = spec.target.trim();
@@ -126,7 +127,9 @@ pub async fn plan(ctx: &JobContext<'_>) -> Result<Plan, ToolError> {
             reference.to_string()
         }
         ArtifactKind::Filesystem | ArtifactKind::Config => {
-            path_under_roots(&spec.target, &ctx.config.scan_path_roots).map_err(ToolError::new)?.display().to_string()
+            let path = path_under_roots(&spec.target, &ctx.config.scan_path_roots).map_err(ToolError::new)?;
+            mounts.push(PathMount { path: path.clone(), writable: false });
+            path.display().to_string()
         }
     };
     let command = match kind {
@@ -151,6 +154,7 @@ pub async fn plan(ctx: &JobContext<'_>) -> Result<Plan, ToolError> {
     }
     if let Some(dir) = &ctx.config.trivy_cache_dir {
         args.extend(["--cache-dir".into(), dir.display().to_string()]);
+        mounts.push(PathMount { path: dir.clone(), writable: true });
     }
     if ctx.config.trivy_offline {
         args.push("--skip-check-update".into());
@@ -173,6 +177,7 @@ pub async fn plan(ctx: &JobContext<'_>) -> Result<Plan, ToolError> {
         // Trivy exits 0 whatever it finds unless `--exit-code` is given, which it never is.
         ok_exit_codes: vec![],
         secret_files: vec![],
+        mounts,
     }))
 }
 

@@ -205,6 +205,7 @@ pub async fn plan(ctx: &JobContext<'_>) -> Result<Plan, ToolError> {
         workdir: ctx.workdir.clone(),
         ok_exit_codes: vec![],
         secret_files: vec![],
+        mounts: vec![],
     }))
 }
 

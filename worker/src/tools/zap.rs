@@ -459,6 +459,7 @@ fn process_spec(ctx: &JobContext<'_>, plan_path: &Path) -> ProcessSpec {
         // 2: the plan finished with warnings only (a job ran out of time, a site had nothing to spider).
         ok_exit_codes: vec![2],
         secret_files: vec![],
+        mounts: vec![],
     }
 }
 

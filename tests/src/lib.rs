@@ -531,3 +531,87 @@ pub fn assert_valid_ocsf(events: &[Value]) {
         assert!(errors.is_empty(), "invalid OCSF event: {errors:?}\n{e}");
     }
 }
+
+/// A worker running in a container of the locally built image `cspm-worker:local` (`scripts/images.sh
+/// worker`), Docker-out-of-Docker: it sees the host's Docker socket and the host's output directory at
+/// the same path, and starts scanners as its siblings. Host networking, so it reaches the test's Redis
+/// and Mongo-wire server on loopback. Removed when dropped; its log is printed if the test failed.
+pub struct ContainerWorker {
+    pub name: String,
+}
+
+impl ContainerWorker {
+    pub const IMAGE: &'static str = "cspm-worker:local";
+
+    /// `output` must be a directory of the host; it is given to the image's user (10001).
+    pub fn start(name: &str, env: &[(String, String)], output: &Path) -> Self {
+        let socket = Path::new("/var/run/docker.sock");
+        let socket_gid = std::os::unix::fs::MetadataExt::gid(&std::fs::metadata(socket).expect("docker socket"));
+        std::fs::create_dir_all(output).expect("output dir");
+        // As root (CI), hand the directory to the worker's user; otherwise let it in.
+        if std::os::unix::fs::chown(output, Some(10001), Some(10001)).is_err() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(output, std::fs::Permissions::from_mode(0o777)).expect("chmod output");
+        }
+        let dir = output.display().to_string();
+        let mut args: Vec<String> = [
+            "run", "-d", "--name", name, "--network", "host", "--user", "10001:10001", "--read-only",
+            "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(["--group-add".into(), socket_gid.to_string()]);
+        args.extend(["-v".into(), format!("{}:/var/run/docker.sock", socket.display())]);
+        args.extend(["-v".into(), format!("{dir}:{dir}")]);
+        let env = with(
+            env.to_vec(),
+            &[("CSPM_WORKER_OUTPUT_DIR", &dir), ("PROWLER_HOST_OUTPUT_DIR", &dir), ("CSPM_SCANNER_RUNNER", "docker")],
+        );
+        for (k, v) in &env {
+            args.extend(["-e".into(), format!("{k}={v}")]);
+        }
+        args.push(Self::IMAGE.into());
+        let out = Command::new("docker").args(&args).output().expect("docker run");
+        assert!(
+            out.status.success(),
+            "cannot start the worker container (is {} built? scripts/images.sh worker): {}",
+            Self::IMAGE,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self { name: name.to_string() }
+    }
+
+    pub fn logs(&self) -> String {
+        let out = Command::new("docker").args(["logs", &self.name]).output().expect("docker logs");
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    }
+
+    /// SIGKILL, as a crashed host process would die; the container stays (stopped) for its logs.
+    pub fn kill(&self) {
+        let _ = Command::new("docker").args(["kill", "--signal", "KILL", &self.name]).output();
+    }
+}
+
+impl Drop for ContainerWorker {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let logs = self.logs();
+            let lines: Vec<&str> = logs.lines().collect();
+            eprintln!("---- last lines of container {} ----", self.name);
+            for l in &lines[lines.len().saturating_sub(40)..] {
+                eprintln!("{l}");
+            }
+        }
+        let _ = Command::new("docker").args(["rm", "-f", &self.name]).output();
+    }
+}
+
+/// Names of the containers (running or not) labelled as started by a fleet (its database prefix).
+pub fn fleet_containers(db_prefix: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-a", "--format", "{{.Names}}", "--filter", &format!("label=io.cspm.fleet={db_prefix}")])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}

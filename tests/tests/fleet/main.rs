@@ -3,6 +3,7 @@
 
 mod backlog;
 mod cloud;
+mod containers;
 mod crashes;
 mod lifecycle;
 mod network;

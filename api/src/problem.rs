@@ -3,6 +3,7 @@
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use cspm_shared::artifacts::ArtifactError;
 use cspm_shared::error::StoreError;
 use cspm_shared::orchestrate::StartError;
 use serde::Serialize;
@@ -125,6 +126,24 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Duplicate => ApiError::Conflict("an object with the same identity already exists".into()),
             other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<ArtifactError> for ApiError {
+    fn from(e: ArtifactError) -> Self {
+        match e {
+            ArtifactError::Database(s) => s.into(),
+            // A document whose object is gone (removed by hand, or by retention half-way).
+            ArtifactError::NotFound { .. } => {
+                tracing::warn!(error = %e, "an artifact's object is missing");
+                ApiError::not_found("artifact")
+            }
+            other => {
+                // The cause names the store and the key: for the log, not for the caller.
+                tracing::warn!(error = %other, "artifact store failed");
+                ApiError::Unavailable("the artifact store is unavailable; retry in a few seconds".into())
+            }
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use cspm_shared::artifacts::ArtifactStore;
 use cspm_shared::auth::jwt::TokenKeys;
 use cspm_shared::db::Mongo;
 use cspm_shared::queue::Queues;
@@ -36,4 +37,6 @@ pub struct AppState {
     pub queues: Queues,
     pub tokens: TokenKeys,
     pub metrics: ApiMetrics,
+    /// Raw scanner artifacts (read only: the workers write them).
+    pub artifacts: ArtifactStore,
 }

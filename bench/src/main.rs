@@ -122,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
     if let Cmd::Persist { count, batch, cve_every } = cli.cmd {
         return ingest::persist(&cli.mongodb_uri, &cli.db_prefix, count, batch.max(1), cve_every).await;
     }
+    cspm_shared::artifacts::install_tls_provider();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(120)).pool_max_idle_per_host(64).build()?;
     let login: Value = http
         .post(format!("{}/api/auth/login", cli.api))

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use cspm_shared::artifacts::{ARTIFACT_KEYS, ArtifactSettings};
 use cspm_shared::config::{ConfigError, Env, KeySpec};
 use cspm_shared::settings::{COMMON_KEYS, CommonSettings};
 
@@ -31,7 +32,7 @@ pub const SCHEDULER_KEYS: &[KeySpec] = &[
 ];
 
 pub fn all_keys() -> Vec<KeySpec> {
-    COMMON_KEYS.iter().chain(SCHEDULER_KEYS).copied().collect()
+    COMMON_KEYS.iter().chain(ARTIFACT_KEYS).chain(SCHEDULER_KEYS).copied().collect()
 }
 
 #[derive(Debug, Clone)]
@@ -42,6 +43,8 @@ pub struct SchedulerConfig {
     pub feed_interval: Duration,
     pub lost_message_after: Duration,
     pub rollup_sweep: Duration,
+    /// The artifact store (for retention of runs' raw artifacts).
+    pub artifacts: ArtifactSettings,
 }
 
 impl SchedulerConfig {
@@ -53,6 +56,7 @@ impl SchedulerConfig {
             feed_interval: env.millis("CSPM_FEED_INTERVAL_MS", 1000, 50, 600_000),
             lost_message_after: env.seconds("CSPM_LOST_MESSAGE_AFTER_SECS", 120, 10, 86_400),
             rollup_sweep: env.seconds("CSPM_ROLLUP_SWEEP_SECS", 30, 1, 3600),
+            artifacts: ArtifactSettings::load(&env),
         };
         env.finish(config)
     }

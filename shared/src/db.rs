@@ -26,6 +26,8 @@ pub struct Mongo {
     pub teams: Collection<Document>,
     pub scan_runs: Collection<Document>,
     pub sub_jobs: Collection<Document>,
+    /// Metadata of the raw scanner artifacts kept in object storage (`crate::artifacts`).
+    pub artifacts: Collection<Document>,
     pub cloud_accounts: Collection<Document>,
     pub findings: Collection<Document>,
     pub occurrences: Collection<Document>,
@@ -62,6 +64,7 @@ impl Mongo {
             teams: platform.collection("teams"),
             scan_runs: orchestration.collection("scan_runs"),
             sub_jobs: orchestration.collection("sub_jobs"),
+            artifacts: orchestration.collection("artifacts"),
             cloud_accounts: cloud.collection("cloud_accounts"),
             findings: cloud.collection("findings"),
             occurrences: vulnerabilities.collection("vulnerability_occurrences"),
@@ -142,6 +145,10 @@ impl Mongo {
                     ("dispatch", doc! { "queue": 1, "status": 1, "dispatched_at": 1 }, false),
                     ("lease", doc! { "status": 1, "lease_expires_at": 1 }, false),
                 ],
+            ),
+            (
+                &self.artifacts,
+                vec![("team_run", doc! { "team_id": 1, "run_id": 1 }, false), ("uniq_key", doc! { "key": 1 }, true)],
             ),
             (
                 &self.findings,

@@ -2,6 +2,7 @@
 //! the Redis queue and its admission control, security primitives, configuration and telemetry.
 //! It knows nothing about HTTP routes or worker loops; the binaries build those on top of it.
 
+pub mod artifacts;
 pub mod auth;
 pub mod config;
 pub mod db;

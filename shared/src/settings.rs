@@ -51,6 +51,16 @@ pub const FLEET_CSPM_KEYS: &[&str] = &[
     "CSPM_QUEUE_MISSED_HEARTBEATS",
     "CSPM_DEPENDENCY_TIMEOUT_MS",
     "CSPM_LOG_FORMAT",
+    // artifact storage (every binary: `artifacts::ARTIFACT_KEYS`)
+    "CSPM_ARTIFACT_STORE",
+    "CSPM_ARTIFACT_DIR",
+    "CSPM_S3_BUCKET",
+    "CSPM_S3_ENDPOINT",
+    "CSPM_S3_REGION",
+    "CSPM_S3_ACCESS_KEY_ID",
+    "CSPM_S3_SECRET_ACCESS_KEY",
+    "CSPM_S3_PATH_STYLE",
+    "CSPM_S3_ALLOW_HTTP",
     // api
     "CSPM_API_BIND",
     "CSPM_TOKEN_TTL_SECS",

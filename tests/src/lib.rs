@@ -29,6 +29,15 @@ pub fn redis_url() -> String {
     })
 }
 
+/// The S3-compatible server (moto) the test command started, as an endpoint URL.
+pub fn s3_endpoint() -> String {
+    std::env::var("CSPM_TEST_S3_ENDPOINT").unwrap_or_else(|_| {
+        panic!(
+            "CSPM_TEST_S3_ENDPOINT is not set: run the tests with scripts/test.sh (it starts the S3 test server, moto)"
+        )
+    })
+}
+
 pub fn mongodb_uri() -> String {
     std::env::var("CSPM_TEST_MONGODB_URI").unwrap_or_else(|_| {
         panic!("CSPM_TEST_MONGODB_URI is not set: run the tests with scripts/test.sh (it starts Redis and the Mongo-wire server)")
@@ -55,6 +64,10 @@ pub fn base_env(prefix: &str, redis: &str, mongo: &str) -> Vec<(String, String)>
         ("CSPM_ALLOW_LOOPBACK_SCAN_TARGETS", "true".to_string()),
         ("CSPM_LOG_FORMAT", "json".to_string()),
         ("RUST_LOG", "info".to_string()),
+        (
+            "CSPM_ARTIFACT_DIR",
+            std::env::temp_dir().join("cspm-tests").join(prefix).join("artifacts").display().to_string(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -110,6 +123,7 @@ pub struct Api {
 
 impl Api {
     pub fn new(base: impl Into<String>) -> Self {
+        cspm_shared::artifacts::install_tls_provider();
         let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
         Self { base: base.into(), http }
     }
@@ -225,6 +239,8 @@ pub struct TestApi {
     pub api: Api,
     pub prefix: String,
     pub mongo: Mongo,
+    /// The API's artifact store, for tests that put artifacts where the API reads them.
+    pub artifacts: cspm_shared::artifacts::ArtifactStore,
     pub admin_email: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -246,12 +262,20 @@ impl TestApi {
         let admin_email = config.admin_email.clone();
         let app = cspm_api::Application::build(config).await.expect("api builds");
         let port = app.port();
+        let artifacts = app.state().artifacts.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(app.run_until_stopped(async move {
             let _ = rx.await;
         }));
         let mongo = connect_mongo(&prefix).await;
-        Self { api: Api::new(format!("http://127.0.0.1:{port}")), prefix, mongo, admin_email, stop: Some(tx) }
+        Self {
+            api: Api::new(format!("http://127.0.0.1:{port}")),
+            prefix,
+            mongo,
+            artifacts,
+            admin_email,
+            stop: Some(tx),
+        }
     }
 
     pub async fn admin(&self) -> String {

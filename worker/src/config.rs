@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cspm_shared::artifacts::{ARTIFACT_KEYS, ArtifactSettings};
 use cspm_shared::auth::crypto::CredentialCipher;
 use cspm_shared::config::{ConfigError, Env, KeySpec};
 use cspm_shared::domain::native::TargetPolicy;
@@ -91,7 +92,7 @@ pub const WORKER_KEYS: &[KeySpec] = &[
 ];
 
 pub fn all_keys() -> Vec<KeySpec> {
-    COMMON_KEYS.iter().chain(WORKER_KEYS).chain(DOCKER_KEYS).copied().collect()
+    COMMON_KEYS.iter().chain(ARTIFACT_KEYS).chain(WORKER_KEYS).chain(DOCKER_KEYS).copied().collect()
 }
 
 #[derive(Clone)]
@@ -122,6 +123,8 @@ pub struct WorkerConfig {
     pub scan_path_roots: Vec<PathBuf>,
     pub cipher: Option<CredentialCipher>,
     pub target_policy: TargetPolicy,
+    /// Where the raw output of every SubJob is kept.
+    pub artifacts: ArtifactSettings,
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -184,6 +187,7 @@ impl WorkerConfig {
                 allow_private: env.flag("ALLOW_PRIVATE_SCAN_TARGETS", false),
                 allow_loopback: env.flag("CSPM_ALLOW_LOOPBACK_SCAN_TARGETS", false),
             },
+            artifacts: ArtifactSettings::load(&env),
             common,
         };
         if config.cloud_concurrency + config.native_concurrency == 0 {

@@ -1,6 +1,7 @@
 //! The HTTP routes, one file per resource.
 
 pub mod accounts;
+pub mod artifacts;
 pub mod auth;
 pub mod findings;
 pub mod native;
@@ -31,6 +32,8 @@ pub fn api_router() -> Router<AppState> {
         .route("/api/cloud-scans/{run_id}/status", get(scans::status))
         .route("/api/cloud-scans/{run_id}/summary", get(scans::summary))
         .route("/api/cloud-scans/{run_id}/ocsf", get(scans::ocsf))
+        .route("/api/cloud-scans/{run_id}/artifacts", get(artifacts::list))
+        .route("/api/cloud-scans/{run_id}/artifacts/{artifact_id}", get(artifacts::download))
         .route("/api/cspm/findings", get(findings::list))
         .route("/api/cspm/findings/grouped", get(findings::grouped))
         .route("/api/cspm/findings/stats", get(findings::stats))

@@ -183,7 +183,8 @@ pub async fn list(
     })))
 }
 
-async fn load(s: &AppState, caller: &Caller, id: &str) -> ApiResult<RunDoc> {
+/// The caller's team's run named in the path; another team's run is not found (404).
+pub(crate) async fn load(s: &AppState, caller: &Caller, id: &str) -> ApiResult<RunDoc> {
     let id: RunId = path_id(id, "scan")?;
     runs::get(&s.mongo, &caller.team, &id).await?.ok_or_else(|| ApiError::not_found("scan"))
 }

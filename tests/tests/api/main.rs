@@ -1,7 +1,10 @@
 //! The API, in-process, against the real Redis and Mongo-wire servers: authentication, validation,
-//! problem details, team isolation, roles, race-free scan creation, and dependency outages.
+//! problem details, team isolation, roles, race-free scan creation, dependency outages, and the
+//! artifact store the API serves raw scanner output from.
 
 mod accounts;
+mod artifact_store;
+mod artifacts;
 mod auth;
 mod docs;
 mod findings;

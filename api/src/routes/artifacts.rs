@@ -1,0 +1,93 @@
+//! Raw scanner artifacts of a scan: the list (`GET /api/cloud-scans/{run_id}/artifacts`) and the
+//! download of one, as the gzip object it is stored as (`GET /api/cloud-scans/{run_id}/artifacts/{id}`).
+//! Both need the permission to view scans, and the run must be the caller's team's.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use cspm_shared::artifacts::{self, ArtifactDoc, ArtifactId};
+use cspm_shared::domain::role::Permission;
+use futures::TryStreamExt;
+use serde_json::{Value, json};
+
+use crate::auth::Caller;
+use crate::extract::path_id;
+use crate::problem::{ApiError, ApiResult};
+use crate::routes::rfc3339;
+use crate::routes::scans::load;
+use crate::state::AppState;
+
+pub async fn list(State(s): State<AppState>, caller: Caller, Path(run_id): Path<String>) -> ApiResult<Json<Value>> {
+    caller.require(Permission::ViewScans)?;
+    let run = load(&s, &caller, &run_id).await?;
+    let docs = artifacts::list(&s.mongo, &caller.team, &run.id).await?;
+    Ok(Json(json!({
+        "run_id": run.id,
+        "artifacts": docs.iter().map(view).collect::<Vec<_>>(),
+        "total": docs.len(),
+    })))
+}
+
+pub async fn download(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((run_id, artifact_id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    caller.require(Permission::ViewScans)?;
+    let run = load(&s, &caller, &run_id).await?;
+    let id: ArtifactId = path_id(&artifact_id, "artifact")?;
+    let doc =
+        artifacts::get(&s.mongo, &caller.team, &run.id, &id).await?.ok_or_else(|| ApiError::not_found("artifact"))?;
+    let body = s.artifacts.open(&doc).await?;
+    // An error after the first bytes can only cut the response short; say why in the log.
+    let stream = body.stream.inspect_err(|e| tracing::warn!(error = %e, "artifact download cut short"));
+    let mut resp = Body::from_stream(stream).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/gzip"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.stored_size));
+    let disposition = format!("attachment; filename=\"{}.gz\"", download_name(&doc.file_name));
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(resp)
+}
+
+fn view(d: &ArtifactDoc) -> Value {
+    json!({
+        "id": d.id,
+        "subjob_id": d.subjob_id,
+        "tool": d.tool,
+        "file_name": d.file_name,
+        "size": d.size,
+        "stored_size": d.stored_size,
+        "sha256": d.sha256,
+        "content_encoding": d.content_encoding,
+        "created_at": rfc3339(d.created_at),
+        "download": format!("/api/cloud-scans/{}/artifacts/{}", d.run_id, d.id),
+    })
+}
+
+/// The file's last segment, with anything that could break out of the quoted header value (or
+/// surprise a browser) replaced by `_`.
+fn download_name(file_name: &str) -> String {
+    let last = file_name.rsplit('/').next().unwrap_or(file_name);
+    let safe: String =
+        last.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' }).collect();
+    let safe = safe.trim_start_matches('.');
+    if safe.is_empty() { "artifact".to_string() } else { safe.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::download_name;
+
+    #[test]
+    fn download_names_cannot_break_the_header() {
+        assert_eq!(download_name("reports/output.ocsf.json"), "output.ocsf.json");
+        assert_eq!(download_name("a\"b;\r\nc.txt"), "a_b___c.txt");
+        assert_eq!(download_name("..."), "artifact");
+        assert_eq!(download_name("rapport-été.html"), "rapport-_t_.html");
+    }
+}

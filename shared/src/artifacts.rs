@@ -322,7 +322,7 @@ impl From<ArtifactId> for bson::Bson {
 }
 
 /// Whose artifacts are uploaded: the SubJob, its run and team, and the tool that wrote them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ArtifactOwner {
     pub team_id: TeamId,
     pub run_id: RunId,

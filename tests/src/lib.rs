@@ -588,6 +588,12 @@ impl ContainerWorker {
         args.extend(["--group-add".into(), socket_gid.to_string()]);
         args.extend(["-v".into(), format!("{}:/var/run/docker.sock", socket.display())]);
         args.extend(["-v".into(), format!("{dir}:{dir}")]);
+        // A local artifact store is shared with the API the way a volume would be.
+        if let Some((_, artifacts)) = env.iter().find(|(k, _)| k == "CSPM_ARTIFACT_DIR") {
+            std::fs::create_dir_all(artifacts).expect("artifact dir");
+            let _ = std::os::unix::fs::chown(artifacts, Some(10001), Some(10001));
+            args.extend(["-v".into(), format!("{artifacts}:{artifacts}")]);
+        }
         let env = with(
             env.to_vec(),
             &[("CSPM_WORKER_OUTPUT_DIR", &dir), ("PROWLER_HOST_OUTPUT_DIR", &dir), ("CSPM_SCANNER_RUNNER", "docker")],
@@ -638,4 +644,28 @@ pub fn fleet_containers(db_prefix: &str) -> Vec<String> {
         .output()
         .expect("docker ps");
     String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+/// Creates a bucket on the test's S3 server (object_store cannot; moto takes an unsigned path-style PUT).
+pub async fn create_bucket(bucket: &str) {
+    cspm_shared::artifacts::install_tls_provider();
+    let resp = reqwest::Client::new()
+        .put(format!("{}/{bucket}", s3_endpoint()))
+        .send()
+        .await
+        .expect("the S3 test server answers");
+    assert!(resp.status().is_success(), "creating bucket {bucket}: {}", resp.status());
+}
+
+/// The settings that point a fleet's artifact store at a bucket of the test's S3 server.
+pub fn s3_overrides(bucket: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("CSPM_ARTIFACT_STORE", "s3".into()),
+        ("CSPM_S3_BUCKET", bucket.into()),
+        ("CSPM_S3_ENDPOINT", s3_endpoint()),
+        ("CSPM_S3_ACCESS_KEY_ID", "testing-key-id".into()),
+        ("CSPM_S3_SECRET_ACCESS_KEY", "testing-secret-key".into()),
+        ("CSPM_S3_PATH_STYLE", "true".into()),
+        ("CSPM_S3_ALLOW_HTTP", "true".into()),
+    ]
 }

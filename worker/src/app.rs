@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use apalis::prelude::*;
 use apalis_core::backend::ext::BackendExt;
+use cspm_shared::artifacts::ArtifactStore;
 use cspm_shared::dispatch;
 use cspm_shared::ops::{self, OpsState, QueueGauges};
 use cspm_shared::queue::{QueueKind, SubJobMessage};
@@ -61,7 +62,8 @@ impl WorkerApp {
                     .map_err(|e| anyhow::anyhow!("CSPM_SCANNER_RUNNER=docker: {e}"))?,
             ),
         };
-        let ctx = Arc::new(WorkerCtx::new(config, mongo, queues, metrics, docker));
+        let artifacts = ArtifactStore::new(&config.artifacts).map_err(|e| anyhow::anyhow!("artifact store: {e}"))?;
+        let ctx = Arc::new(WorkerCtx::new(config, mongo, queues, metrics, docker, artifacts));
         Ok(Self { ctx, listener, ops_router })
     }
 
@@ -87,6 +89,11 @@ impl WorkerApp {
         let ops_stop = stop_rx.clone();
         let ops_task = tokio::spawn(ops::serve(self.listener, self.ops_router, wait_true(ops_stop)));
         let feeder = tokio::spawn(feed_loop(ctx.clone(), stop_rx.clone()));
+        let spool = tokio::spawn(crate::artifacts::spool_loop(
+            ctx.artifacts.clone(),
+            ctx.mongo.clone(),
+            ctx.config.output_dir.clone(),
+        ));
         let reaper = ctx.docker.clone().map(|docker| tokio::spawn(reap_loop(docker, ctx.mongo.clone())));
 
         let mut consumers = Vec::new();
@@ -116,6 +123,7 @@ impl WorkerApp {
             }
         }
         feeder.abort();
+        spool.abort();
         if let Some(r) = reaper {
             r.abort();
         }

@@ -2,6 +2,7 @@
 //! and stores what it found, and rolls the run up. Built as a library so that tests run the same code.
 
 pub mod app;
+pub mod artifacts;
 pub mod config;
 pub mod ledger;
 pub mod metrics;

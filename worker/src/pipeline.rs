@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use apalis_core::error::BoxDynError;
+use cspm_shared::artifacts::{ArtifactOwner, ArtifactStore};
 use cspm_shared::db::Mongo;
 use cspm_shared::domain::scan::{CanaryFailure, SubJobStatus, Tool};
 use cspm_shared::error::StoreError;
@@ -46,6 +47,8 @@ pub struct WorkerCtx {
     pub ledger: Ledger,
     /// The Docker runner, when scanners run in sibling containers (`CSPM_SCANNER_RUNNER=docker`).
     pub docker: Option<DockerRunner>,
+    /// Where the raw output of every SubJob goes.
+    pub artifacts: ArtifactStore,
 }
 
 impl WorkerCtx {
@@ -55,10 +58,12 @@ impl WorkerCtx {
         queues: Queues,
         metrics: WorkerMetrics,
         docker: Option<DockerRunner>,
+        artifacts: ArtifactStore,
     ) -> Self {
         let ledger = Ledger::start(mongo.clone(), config.name.clone(), config.lease);
         Self {
             docker,
+            artifacts,
             config,
             mongo,
             queues,
@@ -320,6 +325,7 @@ async fn run_claimed(
             return Ok(());
         }
     };
+    let (status, outcome) = keep_raw_output(ctx, &job, &workdir, status, outcome).await;
     if !keep_output {
         remove_dir(&workdir).await;
     }
@@ -338,6 +344,40 @@ async fn run_claimed(
         }
     }
     ctx.finished_one(&job.run_id, job.run_size, status == SubJobStatus::Cancelled).await
+}
+
+/// Uploads what the scanner wrote (findings are already stored: this cannot lose them). A failed upload
+/// spools the output for a later retry and leaves a warning on the SubJob; only the canary, which has
+/// no real output, is skipped.
+async fn keep_raw_output(
+    ctx: &WorkerCtx,
+    job: &SubJobDoc,
+    workdir: &Path,
+    status: SubJobStatus,
+    mut outcome: Outcome,
+) -> (SubJobStatus, Outcome) {
+    let ran = matches!(status, SubJobStatus::Completed | SubJobStatus::Failed | SubJobStatus::TimedOut);
+    if !ran || job.tool.tool == Tool::Canary {
+        return (status, outcome);
+    }
+    let owner = ArtifactOwner {
+        team_id: job.team_id.clone(),
+        run_id: job.run_id.clone(),
+        subjob_id: job.id.clone(),
+        tool: job.tool.clone(),
+    };
+    let warning =
+        match crate::artifacts::upload_or_spool(&ctx.artifacts, &ctx.mongo, &ctx.config.output_dir, &owner, workdir)
+            .await
+        {
+            Ok(None) => return (status, outcome),
+            Ok(Some(why)) | Err(why) => why,
+        };
+    outcome.warning = Some(match outcome.warning.take() {
+        Some(w) => format!("{w}; {warning}"),
+        None => warning,
+    });
+    (status, outcome)
 }
 
 /// Renews the lease every third of its length, and turns a cancel request or a lost lease into a stop.

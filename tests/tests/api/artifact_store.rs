@@ -9,7 +9,7 @@ use cspm_shared::config::Env;
 use cspm_shared::db::Mongo;
 use cspm_shared::domain::scan::{Tool, ToolId};
 use cspm_shared::ids::{RunId, SubJobId, TeamId};
-use cspm_tests::{connect_mongo, s3_endpoint, unique_prefix};
+use cspm_tests::{connect_mongo, create_bucket, s3_endpoint, unique_prefix};
 use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
 
@@ -178,17 +178,6 @@ fn s3_settings(bucket: &str) -> ArtifactSettings {
     env.finish(settings).expect("valid S3 settings")
 }
 
-/// Creates a bucket (object_store cannot; moto takes an unsigned path-style PUT).
-pub async fn create_bucket(bucket: &str) {
-    cspm_shared::artifacts::install_tls_provider();
-    let resp = reqwest::Client::new()
-        .put(format!("{}/{bucket}", s3_endpoint()))
-        .send()
-        .await
-        .expect("the S3 test server answers");
-    assert!(resp.status().is_success(), "creating bucket {bucket}: {}", resp.status());
-}
-
 #[tokio::test]
 async fn artifacts_round_trip_through_an_s3_compatible_store_in_parts() {
     let bucket = format!("cspm-{}", unique_prefix());
@@ -225,4 +214,37 @@ async fn an_upload_to_a_missing_bucket_fails_naming_the_bucket() {
     assert!(text.contains(&bucket), "{text}");
     assert!(!text.contains("testing-secret-key") && !text.contains("testing-key-id"), "{text}");
     assert!(!err.is_transient());
+}
+
+#[tokio::test]
+async fn a_failed_upload_is_spooled_and_uploaded_once_the_store_is_back() {
+    // The bucket does not exist yet: the store is "away".
+    let bucket = format!("cspm-late-{}", unique_prefix());
+    let store = ArtifactStore::new(&s3_settings(&bucket)).expect("store");
+    let mongo = connect_mongo(&unique_prefix()).await;
+    mongo.ensure_indexes().await.expect("indexes");
+    let root = tempfile::tempdir().expect("output root");
+    let (team, run) = (TeamId::new(), RunId::new());
+    let who = owner(&team, &run);
+    let job_dir = root.path().join(run.as_str()).join(who.subjob_id.as_str());
+    std::fs::create_dir_all(&job_dir).expect("job dir");
+    std::fs::write(job_dir.join("report.json"), b"{\"findings\":[]}").expect("write");
+
+    let warning = cspm_worker::artifacts::upload_or_spool(&store, &mongo, root.path(), &who, &job_dir)
+        .await
+        .expect("spooled, not lost")
+        .expect("a warning for the SubJob");
+    assert!(warning.contains(&bucket) && warning.contains("kept for a retry"), "{warning}");
+    assert!(!job_dir.exists(), "the output moved to the spool");
+    assert_eq!(cspm_worker::artifacts::drain_spool(&store, &mongo, root.path()).await, 0, "still away");
+    assert!(artifacts::list(&mongo, &team, &run).await.expect("lists").is_empty());
+
+    create_bucket(&bucket).await;
+    assert_eq!(cspm_worker::artifacts::drain_spool(&store, &mongo, root.path()).await, 1);
+    let docs = artifacts::list(&mongo, &team, &run).await.expect("lists");
+    assert_eq!(docs.len(), 1);
+    assert_eq!(docs[0].file_name, "report.json");
+    assert_eq!(read_back(&store, &docs[0]).await, b"{\"findings\":[]}");
+    assert_eq!(std::fs::read_dir(root.path().join(".spool")).expect("spool").count(), 0, "the spool is emptied");
+    assert_eq!(cspm_worker::artifacts::drain_spool(&store, &mongo, root.path()).await, 0, "nothing twice");
 }

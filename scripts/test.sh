@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project: formatting, lints, the compose file, unit tests, and the
-# integration and end-to-end tests against real Redis, the Mongo-wire server, an S3 test server (moto) and
-# real nmap (started here, on loopback, and stopped at the end). Usage: scripts/test.sh [extra nextest arguments]
+# integration and end-to-end tests against real Redis, the Mongo-wire server, an S3 test server (moto),
+# real scanners and the real Docker engine (servers started here, on loopback, and stopped at the end;
+# container images built here by scripts/images.sh). Usage: scripts/test.sh [extra nextest arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -18,6 +19,11 @@ SECRET_KEY=$(printf 'x%.0s' {1..40}) CLOUD_ENCRYPTION_KEY=$(printf 'ab%.0s' {1..
 
 log "building"
 cargo build --workspace --bins --tests --locked
+
+# Scanner and worker images for the Docker runner's tests, built here without a registry; reused while
+# their recipes do not change (the worker image is remade from the binary just built, in seconds).
+log "container images"
+scripts/images.sh base nmap trivy wapiti worker
 
 REDIS_PORT=$(free_port); MONGO_PORT=$(free_port); S3_PORT=$(free_port)
 log "starting Redis on :$REDIS_PORT, the Mongo-wire server on :$MONGO_PORT and the S3 test server on :$S3_PORT"

@@ -579,8 +579,19 @@ impl ContainerWorker {
         }
         let dir = output.display().to_string();
         let mut args: Vec<String> = [
-            "run", "-d", "--name", name, "--network", "host", "--user", "10001:10001", "--read-only",
-            "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true",
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "host",
+            "--user",
+            "10001:10001",
+            "--read-only",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges:true",
         ]
         .iter()
         .map(|s| s.to_string())

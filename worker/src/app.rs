@@ -58,8 +58,8 @@ impl WorkerApp {
                     config.common.db_prefix.clone(),
                     metrics.clone(),
                 )
-                    .await
-                    .map_err(|e| anyhow::anyhow!("CSPM_SCANNER_RUNNER=docker: {e}"))?,
+                .await
+                .map_err(|e| anyhow::anyhow!("CSPM_SCANNER_RUNNER=docker: {e}"))?,
             ),
         };
         let artifacts = ArtifactStore::new(&config.artifacts).map_err(|e| anyhow::anyhow!("artifact store: {e}"))?;

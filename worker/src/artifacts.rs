@@ -80,7 +80,8 @@ pub async fn drain_spool(store: &ArtifactStore, mongo: &Mongo, output_root: &Pat
     let mut uploaded = 0;
     while let Ok(Some(entry)) = entries.next_entry().await {
         let path = entry.path();
-        let owner = match tokio::fs::read(path.join("owner.json")).await.map(|b| serde_json::from_slice::<Spooled>(&b)) {
+        let owner = match tokio::fs::read(path.join("owner.json")).await.map(|b| serde_json::from_slice::<Spooled>(&b))
+        {
             Ok(Ok(s)) => s.owner,
             _ => {
                 tracing::warn!(dir = %path.display(), "spooled output without a readable owner.json; left in place");

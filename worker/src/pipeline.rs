@@ -283,8 +283,9 @@ async fn run_claimed(
     );
 
     let workdir = ctx.config.output_dir.join(job.run_id.as_str()).join(job.id.as_str());
+    let mut phases = Phases::default();
     let ending = match prepare_dir(&workdir).await {
-        Ok(()) => execute(ctx, &job, &workdir, stop_rx).await,
+        Ok(()) => execute(ctx, &job, &workdir, stop_rx, &mut phases).await,
         Err(e) => Ending::Failed(
             format!("cannot prepare the output directory {}: {e}", workdir.display()),
             Outcome::default(),
@@ -340,7 +341,8 @@ async fn run_claimed(
     match &outcome.error {
         Some(e) => tracing::warn!(%status, error = %e, seconds, "sub-job ended"),
         None => {
-            tracing::info!(%status, findings = outcome.findings_count, new = outcome.new_findings, seconds, "sub-job ended")
+            tracing::info!(%status, findings = outcome.findings_count, new = outcome.new_findings, seconds,
+                scan_seconds = phases.scan, store_seconds = phases.store, "sub-job ended")
         }
     }
     ctx.finished_one(&job.run_id, job.run_size, status == SubJobStatus::Cancelled).await
@@ -411,14 +413,33 @@ async fn keep_lease(db: Mongo, id: SubJobId, lease: Lease, length: Duration, sto
     }
 }
 
-async fn execute(ctx: &WorkerCtx, job: &SubJobDoc, workdir: &Path, mut stop: StopSignal) -> Ending {
+/// Where a SubJob's time went (seconds): running the scanner, then validating, parsing and storing.
+#[derive(Default)]
+struct Phases {
+    scan: f64,
+    store: f64,
+}
+
+async fn execute(
+    ctx: &WorkerCtx,
+    job: &SubJobDoc,
+    workdir: &Path,
+    mut stop: StopSignal,
+    phases: &mut Phases,
+) -> Ending {
     if let Some(reason) = *stop.borrow_and_update() {
         return Ending::Stopped(reason);
     }
     let adapter = Adapter::for_tool(job.tool.tool);
-    let available = match (&ctx.docker, job.tool.tool) {
-        (_, Tool::Canary) | (None, _) => adapter.check_available(&ctx.config).map_err(|e| e.message),
-        (Some(docker), tool) => docker.settings().check_available(tool),
+    // In a container when the tool has an image here, otherwise as a local process.
+    let available = match ctx.docker.as_ref().filter(|d| d.settings().image_for(job.tool.tool).is_some()) {
+        Some(docker) => docker.settings().check_available(job.tool.tool),
+        None => adapter.check_available(&ctx.config).map_err(|e| match &ctx.docker {
+            Some(d) if job.tool.tool != Tool::Canary => {
+                format!("{}; {}", e.message, d.settings().check_available(job.tool.tool).err().unwrap_or_default())
+            }
+            _ => e.message,
+        }),
     };
     if let Err(message) = available {
         return Ending::Failed(message, Outcome::default());
@@ -429,6 +450,7 @@ async fn execute(ctx: &WorkerCtx, job: &SubJobDoc, workdir: &Path, mut stop: Sto
         Err(e) => return Ending::Failed(e.message, Outcome::default()),
     };
     let timeout = job.timeout();
+    let scan_started = Instant::now();
     match plan {
         Plan::Process(spec) => match run_process(ctx, job, &spec, timeout, stop.clone()).await {
             Err(message) => return Ending::Failed(message, Outcome::default()),
@@ -457,10 +479,15 @@ async fn execute(ctx: &WorkerCtx, job: &SubJobDoc, workdir: &Path, mut stop: Sto
             }
         }
     }
-    store(ctx, job, workdir, adapter, stop).await
+    phases.scan = scan_started.elapsed().as_secs_f64();
+    let store_started = Instant::now();
+    let ending = store(ctx, job, workdir, adapter, stop).await;
+    phases.store = store_started.elapsed().as_secs_f64();
+    ending
 }
 
-/// Runs a planned process where this worker runs scanners: as a child process, or in a container.
+/// Runs a planned process where this worker runs the tool: in a container when the Docker runner is on
+/// and the tool has an image, otherwise as a child process.
 async fn run_process(
     ctx: &WorkerCtx,
     job: &SubJobDoc,
@@ -468,7 +495,7 @@ async fn run_process(
     timeout: Duration,
     stop: StopSignal,
 ) -> Result<RunReport, String> {
-    match &ctx.docker {
+    match ctx.docker.as_ref().filter(|d| d.settings().image_for(job.tool.tool).is_some()) {
         None => {
             runner::local::run(spec, timeout, stop).await.map_err(|e| format!("cannot start `{}`: {e}", spec.program))
         }

@@ -17,7 +17,8 @@ use cspm_shared::domain::scan::Tool;
 use cspm_shared::ids::{RunId, SubJobId};
 use cspm_worker::metrics::WorkerMetrics;
 use cspm_worker::runner::docker::{
-    ContainerJob, DockerRunner, LABEL_FLEET, LABEL_MANAGED, LABEL_SUBJOB, LABEL_WORKER, RunnerError, RunnerSettings, container_name,
+    ContainerJob, DockerRunner, LABEL_FLEET, LABEL_MANAGED, LABEL_SUBJOB, LABEL_WORKER, RunnerError, RunnerSettings,
+    container_name,
 };
 use cspm_worker::runner::{Exit, ProcessSpec, StopReason};
 use tokio::sync::watch;
@@ -34,9 +35,10 @@ struct Rig {
 
 async fn rig(extra: &[(&str, &str)]) -> Rig {
     let docker = Docker::connect_with_defaults().expect("docker").negotiate_version().await.expect("version");
-    docker.inspect_image(BASE_IMAGE).await.unwrap_or_else(|_| {
-        panic!("{BASE_IMAGE} is missing: build it with scripts/images.sh (scripts/test.sh does)")
-    });
+    docker
+        .inspect_image(BASE_IMAGE)
+        .await
+        .unwrap_or_else(|_| panic!("{BASE_IMAGE} is missing: build it with scripts/images.sh (scripts/test.sh does)"));
     let out = tempfile::tempdir().expect("tempdir");
     let root = out.path().display().to_string();
     let mut vars: Vec<(&str, &str)> =

@@ -39,6 +39,12 @@ pub struct CreateAccount {
     region: Option<String>,
     #[serde(default)]
     credentials: Option<Credentials>,
+    #[serde(default)]
+    endpoint_url: Option<String>,
+    #[serde(default)]
+    services: Option<Vec<String>>,
+    #[serde(default)]
+    excluded_checks: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -50,6 +56,13 @@ pub struct UpdateAccount {
     regions: Option<Vec<String>>,
     #[serde(default)]
     credentials: Option<Credentials>,
+    /// `""` removes the override.
+    #[serde(default)]
+    endpoint_url: Option<String>,
+    #[serde(default)]
+    services: Option<Vec<String>>,
+    #[serde(default)]
+    excluded_checks: Option<Vec<String>>,
 }
 
 pub async fn create(
@@ -72,8 +85,20 @@ pub async fn create(
     {
         field(&mut errors, "credentials", e);
     }
-    let (Some(provider), Some(provider_account), Some(name), Some(regions)) =
-        (provider, provider_account, name, regions)
+    let endpoint_url = match (provider, body.endpoint_url.as_deref()) {
+        (_, None) => None,
+        (Some(p), Some(url)) => {
+            check_endpoint(p, url).map_err(|e| field(&mut errors, "endpoint_url", e)).ok().flatten()
+        }
+        (None, Some(_)) => None,
+    };
+    let services =
+        check_names(body.services.as_deref().unwrap_or_default()).map_err(|e| field(&mut errors, "services", e)).ok();
+    let excluded_checks = check_names(body.excluded_checks.as_deref().unwrap_or_default())
+        .map_err(|e| field(&mut errors, "excluded_checks", e))
+        .ok();
+    let (Some(provider), Some(provider_account), Some(name), Some(regions), Some(services), Some(excluded_checks)) =
+        (provider, provider_account, name, regions, services, excluded_checks)
     else {
         return Err(unprocessable(errors));
     };
@@ -85,6 +110,9 @@ pub async fn create(
     let account = AccountDoc {
         credentials_encrypted: body.credentials.as_ref().map(|c| seal(&s, &caller, &id, c)),
         credential_type: body.credentials.as_ref().map(|_| credential_type(provider).to_string()),
+        endpoint_url,
+        services,
+        excluded_checks,
         id,
         team_id: caller.team.clone(),
         provider,
@@ -157,6 +185,24 @@ pub async fn update(
             Err(e) => field(&mut errors, "regions", e),
         }
     }
+    if let Some(url) = &body.endpoint_url {
+        match check_endpoint(existing.provider, url) {
+            Ok(u) => {
+                set.insert("endpoint_url", u);
+            }
+            Err(e) => field(&mut errors, "endpoint_url", e),
+        }
+    }
+    for (name, list) in [("services", &body.services), ("excluded_checks", &body.excluded_checks)] {
+        if let Some(list) = list {
+            match check_names(list) {
+                Ok(l) => {
+                    set.insert(name, l);
+                }
+                Err(e) => field(&mut errors, name, e),
+            }
+        }
+    }
     if let Some(c) = &body.credentials {
         match check_credentials(existing.provider, c) {
             Ok(()) => {
@@ -197,6 +243,9 @@ pub fn view(a: &AccountDoc) -> Value {
         "status": a.status,
         "has_credentials": a.credentials_encrypted.is_some(),
         "credential_type": a.credential_type,
+        "endpoint_url": a.endpoint_url,
+        "services": a.services,
+        "excluded_checks": a.excluded_checks,
         "active_run_id": a.active_run_id,
         "last_scan_run_id": a.last_scan_run_id,
         "created_at": rfc3339(a.created_at),
@@ -220,6 +269,51 @@ fn check_name(name: &str) -> Result<String, String> {
     } else {
         Ok(n.to_string())
     }
+}
+
+/// An AWS endpoint override: an absolute http(s) URL of a host, without credentials, query or
+/// fragment. `""` clears it. Where it may point (loopback, private ranges) is checked by the worker
+/// before each scan, with the same policy as native targets.
+fn check_endpoint(provider: Provider, url: &str) -> Result<Option<String>, String> {
+    let url = url.trim();
+    if url.is_empty() {
+        return Ok(None);
+    }
+    if provider != Provider::Aws {
+        return Err("only AWS accounts take an endpoint override".into());
+    }
+    let parsed = url::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err("must be an http:// or https:// URL with a host".into());
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("must not carry credentials (give them in `credentials`)".into());
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() || url.len() > 512 {
+        return Err("must be a plain endpoint URL (no query or fragment, at most 512 characters)".into());
+    }
+    Ok(Some(parsed.as_str().trim_end_matches('/').to_string()))
+}
+
+/// Prowler service and check names: lowercase letters, digits and `_`, at most 200 of them.
+fn check_names(names: &[String]) -> Result<Vec<String>, String> {
+    if names.len() > 200 {
+        return Err("at most 200 names".into());
+    }
+    let mut out: Vec<String> = Vec::new();
+    for n in names {
+        let n = n.trim();
+        if n.is_empty()
+            || n.len() > 100
+            || !n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(format!("`{n}` is not a Prowler name (lowercase letters, digits and _)"));
+        }
+        if !out.iter().any(|o| o == n) {
+            out.push(n.to_string());
+        }
+    }
+    Ok(out)
 }
 
 fn check_regions(regions: &[String]) -> Result<Vec<String>, String> {

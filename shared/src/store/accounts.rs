@@ -29,6 +29,16 @@ pub struct AccountDoc {
     pub credentials_encrypted: Option<String>,
     #[serde(default)]
     pub credential_type: Option<String>,
+    /// AWS only: the API endpoint to scan instead of AWS's own (LocalStack-style emulators, air-gapped
+    /// partitions). Given to Prowler as `AWS_ENDPOINT_URL`.
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// Prowler services to check (empty: all of them).
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// Prowler checks to leave out.
+    #[serde(default)]
+    pub excluded_checks: Vec<String>,
     pub status: String,
     #[serde(default)]
     pub active_run_id: Option<RunId>,

@@ -198,3 +198,57 @@ async fn another_teams_objects_answer_404_and_never_appear_in_lists() {
     let (s, _) = app.api.get(&admin, &format!("/api/cloud-scans/{run_id}/status")).await;
     assert_eq!(s, 200);
 }
+
+#[tokio::test]
+async fn an_aws_account_may_carry_an_endpoint_override_and_prowler_scope() {
+    let app = TestApi::spawn().await;
+    let token = app.admin().await;
+    let create = |extra: serde_json::Value| {
+        let mut body = json!({ "provider": "aws", "account_id": "123456789012", "account_name": "emulated" });
+        for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+            body[k] = v;
+        }
+        body
+    };
+    for (bad, field, needle) in [
+        (json!({ "endpoint_url": "ftp://127.0.0.1:5000" }), "endpoint_url", "http"),
+        (json!({ "endpoint_url": "http://key:secret@127.0.0.1:5000" }), "endpoint_url", "credentials"),
+        (json!({ "endpoint_url": "not a url" }), "endpoint_url", "not a URL"),
+        (json!({ "services": ["s3", "EC2; rm"] }), "services", "not a Prowler name"),
+        (json!({ "excluded_checks": ["../x"] }), "excluded_checks", "not a Prowler name"),
+    ] {
+        let (s, b) = app.api.post(&token, "/api/cloud-accounts", create(bad)).await;
+        assert_problem(s, &b, 422, needle);
+        assert_eq!(b["errors"][0]["field"], json!(field), "{b}");
+        assert!(!b.to_string().contains("secret@"), "the URL's credentials were echoed: {b}");
+    }
+    let (s, b) = app
+        .api
+        .post(
+            &token,
+            "/api/cloud-accounts",
+            json!({ "provider": "gcp", "account_id": "my-project-1", "account_name": "g",
+                    "endpoint_url": "http://127.0.0.1:5000" }),
+        )
+        .await;
+    assert_problem(s, &b, 422, "only AWS");
+
+    let (s, b) = app
+        .api
+        .post(
+            &token,
+            "/api/cloud-accounts",
+            create(json!({ "endpoint_url": "http://127.0.0.1:5000/", "services": ["s3", "iam", "s3"],
+                           "excluded_checks": ["ec2_ebs_public_snapshot"] })),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["endpoint_url"], json!("http://127.0.0.1:5000"));
+    assert_eq!(b["services"], json!(["s3", "iam"]), "deduplicated, in order");
+    assert_eq!(b["excluded_checks"], json!(["ec2_ebs_public_snapshot"]));
+    let id = b["id"].as_str().expect("id");
+    let (s, b) = app.api.put(&token, &format!("/api/cloud-accounts/{id}"), json!({ "endpoint_url": "" })).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["endpoint_url"], json!(null), "an empty string clears the override");
+    assert_eq!(b["services"], json!(["s3", "iam"]), "untouched");
+}

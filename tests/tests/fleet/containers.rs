@@ -149,7 +149,11 @@ async fn a_worker_in_a_container_runs_scanners_beside_it_through_the_host_socket
     assert_eq!(found, expected);
     // The scanner wrote under the host directory, the worker read it through its mount, then removed it.
     assert!(fleet_containers(&format!("{}_", fleet.prefix)).is_empty(), "a scanner container was left behind");
-    assert!(empty_dir(&out), "the per-job directories were not removed: {:?}", std::fs::read_dir(&out).map(|d| d.count()));
+    assert!(
+        empty_dir(&out),
+        "the per-job directories were not removed: {:?}",
+        std::fs::read_dir(&out).map(|d| d.count())
+    );
     assert!(worker.logs().contains("sub-job ended"), "{}", worker.logs());
     // Written by the containerised worker to the shared artifact directory, served by the API.
     let files = artifacts_of(&fleet, &token, result["scan_id"].as_str().expect("scan id")).await;

@@ -8,6 +8,7 @@ mod crashes;
 mod lifecycle;
 mod network;
 mod normalize;
+mod prowler;
 mod scanners;
 
 use std::time::Duration;

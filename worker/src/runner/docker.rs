@@ -56,7 +56,7 @@ pub const DOCKER_KEYS: &[KeySpec] = &[
     KeySpec::optional(
         "CSPM_SCANNER_RUNNER",
         "local",
-        "how scanners run: local (child processes of the worker) or docker (sibling containers through the Docker socket)",
+        "how scanners run: local (child processes of the worker) or docker (sibling containers through the Docker socket; a tool without a CSPM_DOCKER_IMAGE_* runs as a local process)",
     ),
     KeySpec::unset(
         "CSPM_DOCKER_IMAGE_PROWLER",
@@ -440,7 +440,9 @@ impl DockerRunner {
             self.remove(&name).await;
             return Err(docker_error(e));
         }
-        self.metrics.container_started(job.tool.as_str(), started.elapsed().as_secs_f64());
+        let start_seconds = started.elapsed().as_secs_f64();
+        self.metrics.container_started(job.tool.as_str(), start_seconds);
+        tracing::info!(container = %name, image, start_seconds, "scanner container started");
         self.metrics.containers_running.inc();
 
         let mut wait = self.docker.wait_container(&name, None::<WaitContainerOptions>);

@@ -119,6 +119,29 @@ impl Adapter {
     }
 }
 
+/// Checks that a host a scanner will contact (an image registry, a cloud endpoint override) is one
+/// scans may reach: its addresses (a name is resolved) must pass the target policy. A name that does
+/// not resolve passes: the scanner then fails to reach it, with its own message.
+pub async fn check_host(
+    host: &str,
+    port: u16,
+    policy: &cspm_shared::domain::native::TargetPolicy,
+) -> Result<(), String> {
+    use cspm_shared::domain::native::Target;
+    let target = Target::parse(host)?;
+    let addrs: Vec<std::net::IpAddr> = match &target {
+        Target::Host(h) => match tokio::net::lookup_host((h.as_str(), port)).await {
+            Ok(found) => found.map(|sa| sa.ip()).collect(),
+            Err(_) => Vec::new(),
+        },
+        other => other.literal_addresses(),
+    };
+    for ip in addrs {
+        policy.check(ip)?;
+    }
+    Ok(())
+}
+
 /// Streams findings from a parser (on a blocking thread) to the store (async), in batches, so that
 /// memory stays flat whatever the size of the output. A counting sink (for the validation pass, which
 /// reads the whole output before anything is stored) keeps nothing.

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use bson::doc;
 use cspm_shared::domain::finding::Verdict;
+use cspm_shared::domain::native::TargetPolicy;
 use cspm_shared::domain::provider::{GLOBAL_REGION, Provider};
 use cspm_shared::domain::severity::Severity;
 use cspm_shared::store::accounts::{self, AccountDoc};
@@ -61,6 +62,10 @@ pub async fn plan(ctx: &JobContext<'_>) -> Result<Plan, ToolError> {
             if job.region != GLOBAL_REGION {
                 args.extend(["--region".into(), job.region.clone()]);
             }
+            if let Some(endpoint) = &account.endpoint_url {
+                check_endpoint(endpoint, &ctx.config.target_policy).await?;
+                env.push(("AWS_ENDPOINT_URL".to_string(), endpoint.clone()));
+            }
         }
         Provider::Azure => {
             for (field, var) in [
@@ -84,6 +89,14 @@ pub async fn plan(ctx: &JobContext<'_>) -> Result<Plan, ToolError> {
             args.extend(["--project-id".into(), account.provider_account_id.clone()]);
         }
     }
+    if !account.services.is_empty() {
+        args.push("--service".into());
+        args.extend(account.services.iter().cloned());
+    }
+    if !account.excluded_checks.is_empty() {
+        args.push("--excluded-check".into());
+        args.extend(account.excluded_checks.iter().cloned());
+    }
     args.extend([
         "--output-formats".into(),
         "json-ocsf".into(),
@@ -103,6 +116,17 @@ pub async fn plan(ctx: &JobContext<'_>) -> Result<Plan, ToolError> {
         secret_files,
         mounts: vec![],
     }))
+}
+
+/// An account's endpoint override may only point where native scans may: its host is resolved and
+/// every address checked against the target policy (no cloud metadata, no loopback or private ranges
+/// unless allowed).
+async fn check_endpoint(endpoint: &str, policy: &TargetPolicy) -> Result<(), ToolError> {
+    let refuse = |e: String| ToolError::new(format!("the account's endpoint `{endpoint}` may not be scanned: {e}"));
+    let url = url::Url::parse(endpoint).map_err(|e| refuse(e.to_string()))?;
+    let host = url.host_str().ok_or_else(|| refuse("it has no host".into()))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    super::check_host(host, url.port_or_known_default().unwrap_or(443), policy).await.map_err(refuse)
 }
 
 fn decrypt(config: &WorkerConfig, account: &AccountDoc) -> Result<BTreeMap<String, String>, ToolError> {

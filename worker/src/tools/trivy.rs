@@ -77,7 +77,7 @@ use std::path::Path;
 
 use bson::{Bson, Document, doc};
 use cspm_shared::domain::finding::{AffectedPackage, CodeLocation, Cvss, FindingClass, Verdict, VulnId, Vulnerability};
-use cspm_shared::domain::native::{ArtifactKind, Target, TargetPolicy, image_registry, path_under_roots};
+use cspm_shared::domain::native::{ArtifactKind, TargetPolicy, image_registry, path_under_roots};
 use cspm_shared::domain::severity::Severity;
 use cspm_shared::store::findings::NewFinding;
 use serde::Deserialize;
@@ -215,19 +215,9 @@ fn scanners_for(kind: ArtifactKind, asked: &[String]) -> Result<Vec<&'static str
 /// Trivy cannot reach it either, and it may name an image already in the local image store.
 async fn check_registry(registry: &str, policy: &TargetPolicy) -> Result<(), ToolError> {
     let host = registry.split_once(':').map_or(registry, |(h, _)| h);
-    let refuse = |e: String| ToolError::new(format!("the image registry `{registry}` may not be scanned: {e}"));
-    let target = Target::parse(host).map_err(refuse)?;
-    let addrs: Vec<std::net::IpAddr> = match &target {
-        Target::Host(h) => match tokio::net::lookup_host((h.as_str(), 0)).await {
-            Ok(found) => found.map(|sa| sa.ip()).collect(),
-            Err(_) => Vec::new(),
-        },
-        other => other.literal_addresses(),
-    };
-    for ip in addrs {
-        policy.check(ip).map_err(refuse)?;
-    }
-    Ok(())
+    super::check_host(host, 443, policy)
+        .await
+        .map_err(|e| ToolError::new(format!("the image registry `{registry}` may not be scanned: {e}")))
 }
 
 pub fn parse(workdir: &Path, max_bytes: u64, sink: &mut FindingSink) -> Result<(), ToolError> {

@@ -99,8 +99,9 @@ async fn prowler_in_its_container_scans_an_emulated_aws_account_end_to_end() {
     let scan = |fleet: &Fleet| {
         let (api, token, account_id) = (&fleet.api, token.clone(), account_id.clone());
         async move {
-            let (s, b) =
-                api.post(&token, &format!("/api/cloud-accounts/{account_id}/scan"), json!({ "scan_type": "full" })).await;
+            let (s, b) = api
+                .post(&token, &format!("/api/cloud-accounts/{account_id}/scan"), json!({ "scan_type": "full" }))
+                .await;
             assert_eq!(s, 202, "{b}");
             let run = b["run_id"].as_str().expect("run id").to_string();
             let status = api.wait_finished(&token, &run, Duration::from_secs(900)).await;
@@ -140,9 +141,9 @@ async fn prowler_in_its_container_scans_an_emulated_aws_account_end_to_end() {
     let (s, arts) = fleet.api.get(&token, &format!("/api/cloud-scans/{run}/artifacts")).await;
     assert_eq!(s, 200, "{arts}");
     assert!(
-        arts["artifacts"].as_array().is_some_and(|a| a.iter().any(|x| x["file_name"]
-            .as_str()
-            .is_some_and(|n| n.ends_with(".ocsf.json")))),
+        arts["artifacts"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x["file_name"].as_str().is_some_and(|n| n.ends_with(".ocsf.json")))),
         "{arts}"
     );
     assert!(fleet_containers(&format!("{}_", fleet.prefix)).is_empty(), "the Prowler container was left behind");

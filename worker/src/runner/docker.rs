@@ -60,9 +60,12 @@ pub const DOCKER_KEYS: &[KeySpec] = &[
     ),
     KeySpec::unset(
         "CSPM_DOCKER_IMAGE_PROWLER",
-        "image of Prowler for the Docker runner (e.g. prowlercloud/prowler:5.14.1)",
+        "image of Prowler for the Docker runner (e.g. prowlercloud/prowler with a version tag)",
     ),
-    KeySpec::unset("CSPM_DOCKER_IMAGE_TRIVY", "image of Trivy for the Docker runner (e.g. aquasec/trivy:0.67.2)"),
+    KeySpec::unset(
+        "CSPM_DOCKER_IMAGE_TRIVY",
+        "image of Trivy for the Docker runner (e.g. aquasec/trivy with a version tag)",
+    ),
     KeySpec::unset(
         "CSPM_DOCKER_IMAGE_NMAP",
         "image of nmap for the Docker runner (entrypoint or PATH must have `nmap`)",

@@ -8,7 +8,10 @@
 //!   claim by a worker (the queueing latency Celery's baseline reports as "task start − enqueue").
 //! - `persist`: the worker's findings write path alone against the database (no API needed): findings
 //!   per second and round trips per finding, first sight, seen again, and half resolved.
+//! - `containers`: the Docker runner's overhead per SubJob and how many containers run side by side
+//!   (the Docker engine only).
 
+mod containers;
 mod ingest;
 
 use std::time::{Duration, Instant};
@@ -72,6 +75,17 @@ enum Cmd {
         render: bool,
         file: std::path::PathBuf,
     },
+    /// The Docker runner's cost per SubJob: container round trips, then `parallel` at once.
+    Containers {
+        /// An image with `sh` (scripts/images.sh builds cspm-base:bookworm).
+        #[arg(long, default_value = "cspm-base:bookworm")]
+        image: String,
+        #[arg(long, default_value_t = 30)]
+        count: usize,
+        /// Containers at once (a worker's default concurrency: 4 cloud + 2 native).
+        #[arg(long, default_value_t = 6)]
+        parallel: usize,
+    },
     /// Findings per second through the worker's write path (batched upserts, lifecycle, occurrences).
     Persist {
         #[arg(long, default_value_t = 20_000)]
@@ -119,6 +133,9 @@ async fn main() -> anyhow::Result<()> {
     if let Cmd::Parse { tool, render, file } = &cli.cmd {
         return tokio::task::block_in_place(|| ingest::parse(tool, file, *render));
     }
+    if let Cmd::Containers { image, count, parallel } = &cli.cmd {
+        return containers::run(image, (*count).max(1), (*parallel).max(1)).await;
+    }
     if let Cmd::Persist { count, batch, cve_every } = cli.cmd {
         return ingest::persist(&cli.mongodb_uri, &cli.db_prefix, count, batch.max(1), cve_every).await;
     }
@@ -137,7 +154,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Throughput { subjobs, runs } => throughput(&client, &mongo, subjobs, runs).await,
         Cmd::Latency { rate, count, per_run } => latency(&client, &mongo, rate, count, per_run.max(1)).await,
-        Cmd::Persist { .. } | Cmd::Parse { .. } => Ok(()),
+        Cmd::Persist { .. } | Cmd::Parse { .. } | Cmd::Containers { .. } => Ok(()),
     }
 }
 

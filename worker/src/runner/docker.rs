@@ -443,6 +443,7 @@ impl DockerRunner {
             self.remove(&name).await;
             return Err(docker_error(e));
         }
+        let start_latency = Some(started.elapsed());
         let start_seconds = started.elapsed().as_secs_f64();
         self.metrics.container_started(job.tool.as_str(), start_seconds);
         tracing::info!(container = %name, image, start_seconds, "scanner container started");
@@ -489,7 +490,7 @@ impl DockerRunner {
                     }
                     self.remove(&name).await;
                     self.metrics.containers_running.dec();
-                    return Ok(RunReport { exit, duration: started.elapsed(), output_tail });
+                    return Ok(RunReport { exit, duration: started.elapsed(), output_tail, start_latency });
                 }
                 None => {
                     tracing::warn!(container = %name, "lost track of the scanner container; stopping it");
@@ -510,7 +511,7 @@ impl DockerRunner {
         let output_tail = self.log_tail(&name).await;
         self.remove(&name).await;
         self.metrics.containers_running.dec();
-        Ok(RunReport { exit, duration: started.elapsed(), output_tail })
+        Ok(RunReport { exit, duration: started.elapsed(), output_tail, start_latency })
     }
 
     fn container_body(&self, job: &ContainerJob<'_>, image: &str) -> Result<ContainerCreateBody, RunnerError> {

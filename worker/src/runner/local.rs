@@ -95,7 +95,7 @@ async fn run_process(spec: &ProcessSpec, timeout: Duration, mut stop: StopSignal
             output_tail.push('\n');
         }
     }
-    Ok(RunReport { exit, duration: started.elapsed(), output_tail })
+    Ok(RunReport { exit, duration: started.elapsed(), output_tail, start_latency: None })
 }
 
 /// SIGTERM to the whole group, then SIGKILL if it is still there after the grace period.

@@ -68,6 +68,8 @@ pub struct RunReport {
     pub duration: Duration,
     /// The last bytes the process wrote to stdout and stderr, for error messages.
     pub output_tail: String,
+    /// Docker runner: from asking for the container to its start (the runner's own overhead).
+    pub start_latency: Option<Duration>,
 }
 
 impl RunReport {

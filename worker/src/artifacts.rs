@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cspm_shared::artifacts::{ArtifactOwner, ArtifactStore};
+use cspm_shared::artifacts::{ArtifactError, ArtifactOwner, ArtifactStore};
 use cspm_shared::db::Mongo;
 use serde::{Deserialize, Serialize};
 
@@ -23,8 +23,9 @@ struct Spooled {
 }
 
 /// Uploads a SubJob's output directory. `Ok(None)`: uploaded (or nothing to upload). `Ok(Some(why))`:
-/// the upload failed and the output was spooled for a later attempt; `why` is for the SubJob's
-/// warning. `Err`: it could be neither uploaded nor spooled (the output is lost; the findings are not).
+/// not uploaded, `why` being the SubJob's warning: the store failed and the output was spooled for a
+/// later attempt, or the output itself cannot be uploaded (too many files, unreadable). `Err`: the
+/// store failed and spooling failed too (the output is lost; the findings are not).
 pub async fn upload_or_spool(
     store: &ArtifactStore,
     mongo: &Mongo,
@@ -39,6 +40,11 @@ pub async fn upload_or_spool(
         Ok(docs) => {
             tracing::debug!(artifacts = docs.len(), store = store.name(), "raw output uploaded");
             Ok(None)
+        }
+        // The output itself cannot be uploaded (too many files, unreadable): a retry cannot help.
+        Err(e @ (ArtifactError::TooManyFiles { .. } | ArtifactError::Read { .. })) => {
+            tracing::warn!(error = %e, "raw output not kept");
+            Ok(Some(format!("the raw output was not kept: {e}")))
         }
         Err(e) => {
             let why = format!("the raw output could not be uploaded to {} ({e}); it is kept for a retry", store.name());
@@ -94,6 +100,11 @@ pub async fn drain_spool(store: &ArtifactStore, mongo: &Mongo, output_root: &Pat
                     tracing::warn!(error = %e, dir = %path.display(), "could not remove an uploaded spool entry");
                 }
                 uploaded += 1;
+            }
+            Err(e @ (ArtifactError::TooManyFiles { .. } | ArtifactError::Read { .. })) => {
+                // Can never succeed: dropped (the SubJob's findings do not depend on it), and said so.
+                tracing::warn!(error = %e, subjob.id = %owner.subjob_id, "spooled output cannot be uploaded; dropping it");
+                let _ = tokio::fs::remove_dir_all(&path).await;
             }
             Err(e) => {
                 tracing::warn!(error = %e, subjob.id = %owner.subjob_id, "spooled output still cannot be uploaded");

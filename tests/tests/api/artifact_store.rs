@@ -248,3 +248,24 @@ async fn a_failed_upload_is_spooled_and_uploaded_once_the_store_is_back() {
     assert_eq!(std::fs::read_dir(root.path().join(".spool")).expect("spool").count(), 0, "the spool is emptied");
     assert_eq!(cspm_worker::artifacts::drain_spool(&store, &mongo, root.path()).await, 0, "nothing twice");
 }
+
+#[tokio::test]
+async fn output_that_can_never_be_uploaded_is_not_spooled() {
+    let root = tempfile::tempdir().expect("output root");
+    let (store, mongo) = local_store(root.path()).await;
+    let (team, run) = (TeamId::new(), RunId::new());
+    let who = owner(&team, &run);
+    let job_dir = root.path().join(run.as_str()).join(who.subjob_id.as_str());
+    std::fs::create_dir_all(&job_dir).expect("job dir");
+    for i in 0..=artifacts::MAX_FILES_PER_SUBJOB {
+        std::fs::write(job_dir.join(format!("f{i}.txt")), b"x").expect("write");
+    }
+    let warning = cspm_worker::artifacts::upload_or_spool(&store, &mongo, root.path(), &who, &job_dir)
+        .await
+        .expect("no store failure")
+        .expect("a warning for the SubJob");
+    assert!(warning.contains("not kept"), "{warning}");
+    assert!(job_dir.exists(), "left for the pipeline to remove, not spooled");
+    assert!(!root.path().join(".spool").exists(), "a retry could never succeed: nothing is spooled");
+    assert!(artifacts::list(&mongo, &team, &run).await.expect("lists").is_empty());
+}

@@ -137,13 +137,7 @@ async fn a_worker_in_a_container_runs_scanners_beside_it_through_the_host_socket
     let result = network_scan(&fleet, &token, &ports, "port_scan").await;
     assert_eq!(result["status"], json!("completed"), "{result}\n{}", worker.logs());
     assert_eq!(result["findings_count"], json!(2), "{result}");
-    let mut found: Vec<String> = result["findings"]
-        .as_array()
-        .expect("findings")
-        .iter()
-        .map(|f| f["resource"]["uid"].as_str().unwrap_or("").to_string())
-        .collect();
-    found.sort();
+    let found = crate::resource_uids(&result);
     let mut expected: Vec<String> = ports.split(',').map(|p| format!("127.0.0.1:{p}/tcp")).collect();
     expected.sort();
     assert_eq!(found, expected);

@@ -42,6 +42,18 @@ pub async fn wait_native(fleet: &cspm_tests::Fleet, token: &str, id: &str, timeo
     .await
 }
 
+/// The resource uids of a native scan's findings, sorted.
+pub fn resource_uids(result: &Value) -> Vec<String> {
+    let mut found: Vec<String> = result["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| f["resource"]["uid"].as_str().unwrap_or("").to_string())
+        .collect();
+    found.sort();
+    found
+}
+
 /// Starts a network discovery of 127.0.0.1 and waits for its result record.
 pub async fn network_scan(fleet: &cspm_tests::Fleet, token: &str, ports: &str, scan_type: &str) -> Value {
     let (s, b) = fleet

@@ -24,13 +24,7 @@ async fn a_network_scan_finds_the_listeners_and_a_rescan_changes_no_counts() {
     let first = network_scan(&fleet, &token, &ports, "port_scan").await;
     assert_eq!(first["status"], json!("completed"), "{first}");
     assert_eq!(first["findings_count"], json!(2), "{first}");
-    let mut found: Vec<String> = first["findings"]
-        .as_array()
-        .expect("findings")
-        .iter()
-        .map(|f| f["resource"]["uid"].as_str().unwrap_or("").to_string())
-        .collect();
-    found.sort();
+    let found = crate::resource_uids(&first);
     let mut expected = vec![format!("127.0.0.1:{pa}/tcp"), format!("127.0.0.1:{pb}/tcp")];
     expected.sort();
     assert_eq!(found, expected);

@@ -443,8 +443,8 @@ impl DockerRunner {
             self.remove(&name).await;
             return Err(docker_error(e));
         }
-        let start_latency = Some(started.elapsed());
-        let start_seconds = started.elapsed().as_secs_f64();
+        let start_latency = started.elapsed();
+        let start_seconds = start_latency.as_secs_f64();
         self.metrics.container_started(job.tool.as_str(), start_seconds);
         tracing::info!(container = %name, image, start_seconds, "scanner container started");
         self.metrics.containers_running.inc();
@@ -452,7 +452,8 @@ impl DockerRunner {
         let mut wait = self.docker.wait_container(&name, None::<WaitContainerOptions>);
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
-        let stopped = loop {
+        // `None`: the container ended by itself. Otherwise how it was interrupted.
+        let interrupted = loop {
             tokio::select! {
                 // Ok on exit 0, Err(DockerContainerWaitError) on any other code; either way it ended.
                 // The code itself is read from the container's state below.
@@ -475,43 +476,46 @@ impl DockerRunner {
             }
         };
         drop(wait);
-        let stopped = match stopped {
-            Some(exit) => Some(exit),
+        let (exit, note) = match interrupted {
+            Some(exit) => {
+                self.stop(&name).await;
+                (exit, None)
+            }
             // The wait ended: normally because the container exited; if the daemon's answer was cut off
             // instead, the container still runs and must be stopped, and its result is unknown.
             None => match self.exit_code(&name).await {
                 Some((exit, oom)) => {
-                    let mut output_tail = self.log_tail(&name).await;
-                    if oom {
-                        output_tail.push_str(&format!(
+                    let note = oom.then(|| {
+                        format!(
                             "\nthe scanner ran out of memory (limit {} MiB: CSPM_DOCKER_MEMORY_MB)",
                             self.settings.memory_bytes / (1024 * 1024)
-                        ));
-                    }
-                    self.remove(&name).await;
-                    self.metrics.containers_running.dec();
-                    return Ok(RunReport { exit, duration: started.elapsed(), output_tail, start_latency });
+                        )
+                    });
+                    (exit, note)
                 }
                 None => {
                     tracing::warn!(container = %name, "lost track of the scanner container; stopping it");
-                    Some(Exit::Exited(None))
+                    self.stop(&name).await;
+                    (Exit::Exited(None), None)
                 }
             },
         };
-        if let Some(Exit::TimedOut | Exit::Stopped(_) | Exit::Exited(None)) = stopped {
-            let grace = i32::try_from(self.settings.stop_grace.as_secs()).unwrap_or(10);
-            let options = StopContainerOptionsBuilder::new().t(grace).build();
-            if let Err(e) = self.docker.stop_container(&name, Some(options)).await
-                && !is_status(&e, 304)
-            {
-                tracing::warn!(error = %describe(&e), container = %name, "could not stop the scanner container");
-            }
-        }
-        let exit = stopped.unwrap_or(Exit::Exited(None));
-        let output_tail = self.log_tail(&name).await;
+        let mut output_tail = self.log_tail(&name).await;
+        output_tail.push_str(note.as_deref().unwrap_or_default());
         self.remove(&name).await;
         self.metrics.containers_running.dec();
-        Ok(RunReport { exit, duration: started.elapsed(), output_tail, start_latency })
+        Ok(RunReport { exit, duration: started.elapsed(), output_tail, start_latency: Some(start_latency) })
+    }
+
+    /// SIGTERM, then SIGKILL after the grace period (`docker stop`).
+    async fn stop(&self, name: &str) {
+        let grace = i32::try_from(self.settings.stop_grace.as_secs()).unwrap_or(10);
+        let options = StopContainerOptionsBuilder::new().t(grace).build();
+        if let Err(e) = self.docker.stop_container(name, Some(options)).await
+            && !is_status(&e, 304)
+        {
+            tracing::warn!(error = %describe(&e), container = %name, "could not stop the scanner container");
+        }
     }
 
     fn container_body(&self, job: &ContainerJob<'_>, image: &str) -> Result<ContainerCreateBody, RunnerError> {

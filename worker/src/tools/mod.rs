@@ -201,6 +201,7 @@ impl FindingSink {
 const MAX_SHORT_FIELD: usize = 2048;
 const MAX_LONG_FIELD: usize = 16 * 1024;
 
+/// Cuts `s` to at most `max` bytes (on a character boundary), marking the cut with `…`.
 fn cut(s: &mut String, max: usize) {
     if s.len() > max {
         let mut at = max;

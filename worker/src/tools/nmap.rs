@@ -186,14 +186,7 @@ pub fn parse_reader<R: std::io::BufRead>(input: R, name: &str, sink: &mut Findin
             Event::Empty(e) | Event::Start(e) if e.name().as_ref() == "script" => {
                 if let Some(p) = port.as_mut() {
                     let mut output = attr(&e, "output").unwrap_or_default();
-                    if output.len() > MAX_SCRIPT_OUTPUT {
-                        let mut cut = MAX_SCRIPT_OUTPUT;
-                        while !output.is_char_boundary(cut) {
-                            cut -= 1;
-                        }
-                        output.truncate(cut);
-                        output.push('…');
-                    }
+                    super::cut(&mut output, MAX_SCRIPT_OUTPUT);
                     p.scripts.push(doc! { "id": attr(&e, "id").unwrap_or_default(), "output": output });
                 }
             }

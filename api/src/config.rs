@@ -8,7 +8,7 @@ use cspm_shared::auth::crypto::CredentialCipher;
 use cspm_shared::config::{ConfigError, Env, KeySpec};
 use cspm_shared::domain::native::TargetPolicy;
 use cspm_shared::domain::scan::Tool;
-use cspm_shared::orchestrate::RunLimits;
+use cspm_shared::orchestrate::{RunLimits, SCAN_KEYS};
 use cspm_shared::settings::{COMMON_KEYS, CommonSettings};
 use secrecy::SecretString;
 
@@ -25,20 +25,11 @@ pub const API_KEYS: &[KeySpec] = &[
         "DEFAULT_ADMIN_PASSWORD",
         "password of the bootstrap administrator; if empty one is generated and printed once on first start",
     ),
-    KeySpec::optional("ALLOW_PRIVATE_SCAN_TARGETS", "false", "allow native scans of private (RFC 1918, ULA) addresses"),
     KeySpec::optional(
-        "CSPM_ALLOW_LOOPBACK_SCAN_TARGETS",
-        "false",
-        "allow native scans of loopback addresses (development and tests only)",
+        "CSPM_AUTO_SCHEDULE_ON_ACCOUNT_ADD",
+        "true",
+        "give every new cloud account a daily incremental scan (02:00 UTC) and a weekly full scan (Sunday 03:00 UTC)",
     ),
-    KeySpec::optional(
-        "CSPM_MAX_SUBJOBS_PER_RUN",
-        "10000",
-        "largest number of sub-jobs (regions × tools) one scan may create",
-    ),
-    KeySpec::optional("CSPM_SUBJOB_MAX_ATTEMPTS", "3", "times a sub-job may start before a lost worker fails it"),
-    KeySpec::optional("CSPM_CLOUD_SUBJOB_TIMEOUT_SECS", "3600", "time limit of one cloud sub-job"),
-    KeySpec::optional("CSPM_NATIVE_SUBJOB_TIMEOUT_SECS", "1800", "time limit of one native scan"),
     KeySpec::optional("CSPM_MAX_BODY_BYTES", "1048576", "largest accepted request body"),
     KeySpec::optional(
         "CSPM_WEB_SCANNER",
@@ -54,7 +45,7 @@ pub const API_KEYS: &[KeySpec] = &[
 
 /// Every key the API reads, for `--help` and the docs.
 pub fn all_keys() -> Vec<KeySpec> {
-    COMMON_KEYS.iter().chain(ARTIFACT_KEYS).chain(API_KEYS).copied().collect()
+    COMMON_KEYS.iter().chain(ARTIFACT_KEYS).chain(SCAN_KEYS).chain(API_KEYS).copied().collect()
 }
 
 #[derive(Clone)]
@@ -68,6 +59,8 @@ pub struct ApiConfig {
     pub admin_password: Option<SecretString>,
     pub target_policy: TargetPolicy,
     pub limits: RunLimits,
+    /// Whether a new cloud account gets its two default schedules.
+    pub auto_schedule: bool,
     pub max_body_bytes: usize,
     pub web_scanner: Tool,
     pub scan_path_roots: Vec<std::path::PathBuf>,
@@ -115,17 +108,9 @@ impl ApiConfig {
             token_ttl: env.seconds("CSPM_TOKEN_TTL_SECS", 3600, 60, 86_400),
             admin_email,
             admin_password,
-            target_policy: TargetPolicy {
-                allow_private: env.flag("ALLOW_PRIVATE_SCAN_TARGETS", false),
-                allow_loopback: env.flag("CSPM_ALLOW_LOOPBACK_SCAN_TARGETS", false),
-            },
-            limits: RunLimits {
-                max_subjobs_per_run: env.bounded("CSPM_MAX_SUBJOBS_PER_RUN", 10_000, 1, 100_000),
-                max_attempts: env.bounded("CSPM_SUBJOB_MAX_ATTEMPTS", 3, 1, 20),
-                cloud_timeout: env.seconds("CSPM_CLOUD_SUBJOB_TIMEOUT_SECS", 3600, 1, 7 * 86_400),
-                native_timeout: env.seconds("CSPM_NATIVE_SUBJOB_TIMEOUT_SECS", 1800, 1, 7 * 86_400),
-                feed_batch: 500,
-            },
+            target_policy: TargetPolicy::load(&env),
+            limits: RunLimits::load(&env),
+            auto_schedule: env.flag("CSPM_AUTO_SCHEDULE_ON_ACCOUNT_ADD", true),
             max_body_bytes: env.bounded("CSPM_MAX_BODY_BYTES", 1_048_576, 1024, 64 * 1_048_576),
             web_scanner: match env.string("CSPM_WEB_SCANNER", "wapiti").as_str() {
                 "wapiti" => Tool::Wapiti,

@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use cspm_shared::artifacts::{ARTIFACT_KEYS, ArtifactSettings};
 use cspm_shared::config::{ConfigError, Env, KeySpec};
+use cspm_shared::domain::native::TargetPolicy;
+use cspm_shared::orchestrate::{RunLimits, SCAN_KEYS};
+use cspm_shared::retention::{RETENTION_KEYS, RetentionSettings};
+use cspm_shared::scheduling::{SCHEDULE_KEYS, ScheduleSettings};
 use cspm_shared::settings::{COMMON_KEYS, CommonSettings};
 
 pub const SCHEDULER_KEYS: &[KeySpec] = &[
@@ -25,6 +29,16 @@ pub const SCHEDULER_KEYS: &[KeySpec] = &[
         "a queued sub-job whose queue message is gone for this long is dispatched again",
     ),
     KeySpec::optional(
+        "CSPM_QUEUE_HOUSEKEEPING_SECS",
+        "60",
+        "how often finished queue messages are removed from Redis and the dead-letter set trimmed",
+    ),
+    KeySpec::optional(
+        "CSPM_QUEUE_KEEP_DEAD",
+        "1000",
+        "dead-lettered queue messages kept for inspection per queue (every SubJob's outcome is in MongoDB)",
+    ),
+    KeySpec::optional(
         "CSPM_ROLLUP_SWEEP_SECS",
         "30",
         "how often active runs are checked for a roll-up that did not happen (a worker died at the end)",
@@ -32,7 +46,15 @@ pub const SCHEDULER_KEYS: &[KeySpec] = &[
 ];
 
 pub fn all_keys() -> Vec<KeySpec> {
-    COMMON_KEYS.iter().chain(ARTIFACT_KEYS).chain(SCHEDULER_KEYS).copied().collect()
+    COMMON_KEYS
+        .iter()
+        .chain(ARTIFACT_KEYS)
+        .chain(SCAN_KEYS)
+        .chain(SCHEDULE_KEYS)
+        .chain(RETENTION_KEYS)
+        .chain(SCHEDULER_KEYS)
+        .copied()
+        .collect()
 }
 
 #[derive(Debug, Clone)]
@@ -45,6 +67,15 @@ pub struct SchedulerConfig {
     pub rollup_sweep: Duration,
     /// The artifact store (for retention of runs' raw artifacts).
     pub artifacts: ArtifactSettings,
+    /// The rules of the scans schedules start (the API's own).
+    pub limits: RunLimits,
+    pub target_policy: TargetPolicy,
+    pub schedules: ScheduleSettings,
+    pub retention: RetentionSettings,
+    pub housekeeping: Duration,
+    pub keep_dead: u64,
+    /// This replica's name (owner of the fires it handles).
+    pub name: String,
 }
 
 impl SchedulerConfig {
@@ -57,6 +88,13 @@ impl SchedulerConfig {
             lost_message_after: env.seconds("CSPM_LOST_MESSAGE_AFTER_SECS", 120, 10, 86_400),
             rollup_sweep: env.seconds("CSPM_ROLLUP_SWEEP_SECS", 30, 1, 3600),
             artifacts: ArtifactSettings::load(&env),
+            limits: RunLimits::load(&env),
+            target_policy: TargetPolicy::load(&env),
+            schedules: ScheduleSettings::load(&env),
+            retention: RetentionSettings::load(&env),
+            housekeeping: env.seconds("CSPM_QUEUE_HOUSEKEEPING_SECS", 60, 1, 86_400),
+            keep_dead: env.bounded("CSPM_QUEUE_KEEP_DEAD", 1000, 0, 1_000_000),
+            name: format!("scheduler-{}-{}", std::process::id(), ulid::Ulid::generate()),
         };
         env.finish(config)
     }

@@ -5,7 +5,12 @@
 //!   or failed once their attempts are used up;
 //! - feeder: SubJobs waiting in MongoDB are fed into Redis below the high-water mark;
 //! - lost messages: queued SubJobs whose Redis message vanished are dispatched again;
-//! - roll-up sweep: runs whose last SubJob ended without a roll-up (its worker died) are rolled up.
+//! - roll-up sweep: runs whose last SubJob ended without a roll-up (its worker died) are rolled up;
+//! - stuck runs: active runs none of whose SubJobs moved for `CSPM_STUCK_RUN_HOURS` are ended;
+//! - queue housekeeping: finished messages are removed from Redis, the dead-letter set trimmed;
+//! - retention: old runs (with their SubJobs, records, artifacts, fires) and old fixed findings go;
+//! - schedules: due schedules start their scans, exactly once per fire across replicas, and scheduled
+//!   scans are followed to their end (`cspm_shared::scheduling`).
 
 pub mod config;
 
@@ -16,8 +21,10 @@ use cspm_shared::db::Mongo;
 use cspm_shared::dispatch;
 use cspm_shared::ops::{self, OpsState, QueueGauges};
 use cspm_shared::queue::Queues;
+use cspm_shared::scheduling::Engine;
 use cspm_shared::store::runs;
 use cspm_shared::store::subjobs::{self, Reaped};
+use cspm_shared::time::Timestamp;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
@@ -81,12 +88,23 @@ impl SchedulerApp {
         let (stop_tx, stop_rx) = watch::channel(false);
         tracing::info!(addr = %self.listener.local_addr()?, "scheduler starting");
         let ops_task = tokio::spawn(ops::serve(self.listener, self.ops_router, wait_true(stop_rx.clone())));
+        let artifacts = cspm_shared::artifacts::ArtifactStore::new(&self.config.artifacts)?;
+        let engine = Engine::new(
+            self.mongo.clone(),
+            self.queues.clone(),
+            self.config.limits.clone(),
+            self.config.target_policy,
+            self.config.schedules.clone(),
+            self.config.name.clone(),
+        );
         let s = Arc::new(Loops {
             mongo: self.mongo,
             queues: self.queues,
             metrics: self.metrics,
             config: self.config,
             sweep_cursor: std::sync::Mutex::new(None),
+            engine,
+            artifacts,
         });
         let tasks = vec![
             tokio::spawn(every(s.config.reaper_interval, stop_rx.clone(), {
@@ -110,6 +128,27 @@ impl SchedulerApp {
                     async move { s.sweep().await }
                 }
             })),
+            tokio::spawn(every(s.config.housekeeping, stop_rx.clone(), {
+                let s = s.clone();
+                move || {
+                    let s = s.clone();
+                    async move { s.housekeep().await }
+                }
+            })),
+            tokio::spawn(every(s.config.retention.interval, stop_rx.clone(), {
+                let s = s.clone();
+                move || {
+                    let s = s.clone();
+                    async move { s.retain().await }
+                }
+            })),
+            tokio::spawn(every(s.config.schedules.tick, stop_rx.clone(), {
+                let s = s.clone();
+                move || {
+                    let s = s.clone();
+                    async move { s.schedules().await }
+                }
+            })),
         ];
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -128,9 +167,71 @@ struct Loops {
     metrics: Metrics,
     config: SchedulerConfig,
     sweep_cursor: std::sync::Mutex<Option<cspm_shared::ids::RunId>>,
+    engine: Engine,
+    artifacts: cspm_shared::artifacts::ArtifactStore,
 }
 
 impl Loops {
+    async fn housekeep(&self) -> anyhow::Result<()> {
+        for kind in cspm_shared::queue::QueueKind::ALL {
+            // Bounded per run: at most 20 calls of 1,000 (~140 ms of Redis time).
+            for _ in 0..20 {
+                let (done, dead) = self.queues.housekeep(kind, 1000, self.config.keep_dead).await?;
+                self.metrics.count("queue_done_removed", done);
+                self.metrics.count("queue_dead_removed", dead);
+                if done < 1000 && dead < 1000 {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn retain(&self) -> anyhow::Result<()> {
+        let r = cspm_shared::retention::sweep(&self.mongo, &self.artifacts, &self.config.retention, Timestamp::now())
+            .await?;
+        for (what, n) in [
+            ("retention_runs", r.runs),
+            ("retention_sub_jobs", r.sub_jobs),
+            ("retention_artifacts", r.artifacts),
+            ("retention_findings", r.findings),
+            ("retention_occurrences", r.occurrences),
+            ("retention_fires", r.fires),
+        ] {
+            self.metrics.count(what, n);
+        }
+        if r != Default::default() {
+            tracing::info!(
+                runs = r.runs,
+                findings = r.findings,
+                occurrences = r.occurrences,
+                artifacts = r.artifacts,
+                fires = r.fires,
+                incomplete = r.incomplete,
+                "retention sweep"
+            );
+        }
+        Ok(())
+    }
+
+    async fn schedules(&self) -> anyhow::Result<()> {
+        let r = self.engine.tick(Timestamp::now()).await?;
+        for (what, n) in [
+            ("schedule_fired", r.fired),
+            ("schedule_missed", r.missed),
+            ("schedule_started", r.started),
+            ("schedule_skipped", r.skipped),
+            ("schedule_waiting", r.waiting),
+            ("schedule_failed", r.failed),
+            ("schedule_finished", r.finished),
+            ("schedules_paused", r.accounts_paused),
+            ("schedules_resumed", r.accounts_resumed),
+        ] {
+            self.metrics.count(what, n);
+        }
+        Ok(())
+    }
+
     async fn reap(&self) -> anyhow::Result<()> {
         let reaped = subjobs::reap_expired_leases(&self.mongo, 200).await?;
         let mut runs_to_check = Vec::new();
@@ -186,6 +287,14 @@ impl Loops {
         if let Ok(mut c) = self.sweep_cursor.lock() {
             *c = next;
         }
+        let stuck = cspm_shared::retention::end_stuck_runs(
+            &self.mongo,
+            self.config.retention.stuck_after,
+            Timestamp::now(),
+            100,
+        )
+        .await?;
+        self.metrics.count("stuck_ended", stuck.len() as u64);
         Ok(())
     }
 }

@@ -26,6 +26,9 @@ pub struct Mongo {
     pub teams: Collection<Document>,
     pub scan_runs: Collection<Document>,
     pub sub_jobs: Collection<Document>,
+    /// Scan schedules and their fires (`crate::store::schedules`).
+    pub schedules: Collection<Document>,
+    pub schedule_fires: Collection<Document>,
     /// Metadata of the raw scanner artifacts kept in object storage (`crate::artifacts`).
     pub artifacts: Collection<Document>,
     pub cloud_accounts: Collection<Document>,
@@ -64,6 +67,8 @@ impl Mongo {
             teams: platform.collection("teams"),
             scan_runs: orchestration.collection("scan_runs"),
             sub_jobs: orchestration.collection("sub_jobs"),
+            schedules: orchestration.collection("schedules"),
+            schedule_fires: orchestration.collection("schedule_fires"),
             artifacts: orchestration.collection("artifacts"),
             cloud_accounts: cloud.collection("cloud_accounts"),
             findings: cloud.collection("findings"),
@@ -144,6 +149,23 @@ impl Mongo {
                     ("run", doc! { "run_id": 1, "status": 1 }, false),
                     ("dispatch", doc! { "queue": 1, "status": 1, "dispatched_at": 1 }, false),
                     ("lease", doc! { "status": 1, "lease_expires_at": 1 }, false),
+                ],
+            ),
+            (
+                &self.schedules,
+                vec![
+                    ("team_created", doc! { "team_id": 1, "created_at": 1 }, false),
+                    ("due", doc! { "status": 1, "next_fire_at": 1 }, false),
+                    ("account", doc! { "account_id": 1, "status": 1 }, false),
+                ],
+            ),
+            (
+                &self.schedule_fires,
+                vec![
+                    ("schedule_fire", doc! { "schedule_id": 1, "fire_at": -1 }, false),
+                    ("status_lease", doc! { "status": 1, "lease_until": 1 }, false),
+                    ("account_outcomes", doc! { "account_id": 1, "status": 1, "run_finished_at": -1 }, false),
+                    ("created", doc! { "created_at": 1 }, false),
                 ],
             ),
             (

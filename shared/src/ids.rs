@@ -31,6 +31,11 @@ macro_rules! prefixed_id {
                 Self(format!("{}{}", $prefix, ulid::Ulid::generate()))
             }
 
+            /// The id with this ULID (ids derived from other data, e.g. one run per schedule fire).
+            pub fn from_ulid(ulid: ulid::Ulid) -> Self {
+                Self(format!("{}{}", $prefix, ulid))
+            }
+
             pub fn as_str(&self) -> &str {
                 &self.0
             }
@@ -112,6 +117,10 @@ prefixed_id!(
 prefixed_id!(
     /// A SubJob: one unit of work (region × tool) that one worker executes.
     SubJobId, "sj_", "sub-job"
+);
+prefixed_id!(
+    /// A schedule: when to scan an account or a target without anyone pressing a button.
+    ScheduleId, "sched_", "schedule"
 );
 
 #[cfg(test)]

@@ -14,6 +14,8 @@ pub mod ocsf;
 pub mod ops;
 pub mod orchestrate;
 pub mod queue;
+pub mod retention;
+pub mod scheduling;
 pub mod settings;
 pub mod store;
 pub mod telemetry;

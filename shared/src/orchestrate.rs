@@ -4,18 +4,58 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use crate::config::{Env, KeySpec};
 use crate::db::Mongo;
 use crate::dispatch;
 use crate::domain::native::{NetworkScanType, PortList, Target, TargetPolicy};
 use crate::domain::provider::{GLOBAL_REGION, validate_region};
 use crate::domain::scan::{CanaryOptions, RunStatus, ScanType, SubJobStatus, Tool, ToolId};
 use crate::error::{StoreError, StoreResult};
-use crate::ids::{AccountId, RunId, SubJobId, TeamId, UserId};
+use crate::ids::{AccountId, RunId, ScheduleId, SubJobId, TeamId, UserId};
 use crate::queue::{QueueKind, Queues};
 use crate::store::accounts::{self, ActiveClaim};
 use crate::store::runs::{self, RunDoc, RunKind};
 use crate::store::subjobs::{self, NativeSpec, SubJobDoc};
 use crate::store::{results, users};
+
+/// The keys of the rules every entry point that starts scans applies (the API, the scheduler).
+pub const SCAN_KEYS: &[KeySpec] = &[
+    KeySpec::optional("ALLOW_PRIVATE_SCAN_TARGETS", "false", "allow native scans of private (RFC 1918, ULA) addresses"),
+    KeySpec::optional(
+        "CSPM_ALLOW_LOOPBACK_SCAN_TARGETS",
+        "false",
+        "allow native scans of loopback addresses (development and tests only)",
+    ),
+    KeySpec::optional(
+        "CSPM_MAX_SUBJOBS_PER_RUN",
+        "10000",
+        "largest number of sub-jobs (regions × tools) one scan may create",
+    ),
+    KeySpec::optional("CSPM_SUBJOB_MAX_ATTEMPTS", "3", "times a sub-job may start before a lost worker fails it"),
+    KeySpec::optional("CSPM_CLOUD_SUBJOB_TIMEOUT_SECS", "3600", "time limit of one cloud sub-job"),
+    KeySpec::optional("CSPM_NATIVE_SUBJOB_TIMEOUT_SECS", "1800", "time limit of one native scan"),
+];
+
+impl RunLimits {
+    pub fn load(env: &Env) -> Self {
+        Self {
+            max_subjobs_per_run: env.bounded("CSPM_MAX_SUBJOBS_PER_RUN", 10_000, 1, 100_000),
+            max_attempts: env.bounded("CSPM_SUBJOB_MAX_ATTEMPTS", 3, 1, 20),
+            cloud_timeout: env.seconds("CSPM_CLOUD_SUBJOB_TIMEOUT_SECS", 3600, 1, 7 * 86_400),
+            native_timeout: env.seconds("CSPM_NATIVE_SUBJOB_TIMEOUT_SECS", 1800, 1, 7 * 86_400),
+            feed_batch: 500,
+        }
+    }
+}
+
+impl TargetPolicy {
+    pub fn load(env: &Env) -> Self {
+        Self {
+            allow_private: env.flag("ALLOW_PRIVATE_SCAN_TARGETS", false),
+            allow_loopback: env.flag("CSPM_ALLOW_LOOPBACK_SCAN_TARGETS", false),
+        }
+    }
+}
 
 /// Limits that apply to every new run.
 #[derive(Debug, Clone)]
@@ -53,6 +93,9 @@ pub struct CloudScanRequest {
     pub canary: Option<CanaryOptions>,
     pub trigger: String,
     pub created_by: Option<UserId>,
+    /// The run's id when the caller derives it (a schedule's fire); a fresh one otherwise.
+    pub run_id: Option<RunId>,
+    pub schedule_id: Option<ScheduleId>,
 }
 
 /// A started scan, or the one that was already active.
@@ -120,7 +163,7 @@ pub async fn start_cloud_scan(
         )));
     }
 
-    let run_id = RunId::new();
+    let run_id = req.run_id.clone().unwrap_or_default();
     match accounts::claim_active_run(db, &req.team, &req.account, &run_id).await? {
         ActiveClaim::Claimed => {}
         ActiveClaim::NotFound => return Err(StartError::NotFound),
@@ -145,6 +188,7 @@ pub async fn start_cloud_scan(
     );
     run.account_id = Some(req.account.clone());
     run.provider = Some(account.provider);
+    run.schedule_id = req.schedule_id.clone();
     run.regions = regions.clone();
     run.tools = tools.iter().map(ToString::to_string).collect();
     run.sub_jobs_count = count as i64;
@@ -199,18 +243,7 @@ pub async fn start_network_scan(
     policy: &TargetPolicy,
     limits: &RunLimits,
 ) -> Result<RunDoc, StartError> {
-    let target = Target::parse(&req.target).map_err(|e| StartError::InvalidField("target", e))?;
-    policy.resolve(&target).await.map_err(|e| StartError::InvalidField("target", e))?;
-    let ports =
-        req.ports.as_deref().map(PortList::parse).transpose().map_err(|e| StartError::InvalidField("ports", e))?;
-    let spec = NativeSpec {
-        target: target.to_string(),
-        ports,
-        scan_type: req.scan_type,
-        web_profile: None,
-        artifact: None,
-        scanners: Vec::new(),
-    };
+    let spec = network_spec(&req.target, req.ports.as_deref(), req.scan_type, policy).await?;
     let req = NativeScanRequest {
         team: req.team,
         tool: Tool::Nmap,
@@ -218,8 +251,31 @@ pub async fn start_network_scan(
         scan_type: req.scan_type.as_str().to_string(),
         trigger: req.trigger,
         created_by: req.created_by,
+        run_id: None,
+        schedule_id: None,
     };
     start_native_scan(db, queues, req, limits).await
+}
+
+/// The checked spec of a network scan: a target the SSRF policy allows (names resolved, every address
+/// checked) and a port list that parses.
+pub async fn network_spec(
+    target: &str,
+    ports: Option<&str>,
+    scan_type: NetworkScanType,
+    policy: &TargetPolicy,
+) -> Result<NativeSpec, StartError> {
+    let target = Target::parse(target).map_err(|e| StartError::InvalidField("target", e))?;
+    policy.resolve(&target).await.map_err(|e| StartError::InvalidField("target", e))?;
+    let ports = ports.map(PortList::parse).transpose().map_err(|e| StartError::InvalidField("ports", e))?;
+    Ok(NativeSpec {
+        target: target.to_string(),
+        ports,
+        scan_type,
+        web_profile: None,
+        artifact: None,
+        scanners: Vec::new(),
+    })
 }
 
 /// A request for a native scan of one target by one tool, its target already checked by the caller
@@ -233,6 +289,9 @@ pub struct NativeScanRequest {
     pub scan_type: String,
     pub trigger: String,
     pub created_by: Option<UserId>,
+    /// As in [`CloudScanRequest`].
+    pub run_id: Option<RunId>,
+    pub schedule_id: Option<ScheduleId>,
 }
 
 /// Starts a native scan: one run with one SubJob on the native queue.
@@ -243,13 +302,14 @@ pub async fn start_native_scan(
     limits: &RunLimits,
 ) -> Result<RunDoc, StartError> {
     let mut run = RunDoc::queued(
-        RunId::new(),
+        req.run_id.clone().unwrap_or_default(),
         req.team.clone(),
         RunKind::Native,
         &req.scan_type,
         &req.trigger,
         req.created_by.clone(),
     );
+    run.schedule_id = req.schedule_id.clone();
     run.target = Some(req.spec.target.clone());
     run.regions = vec![GLOBAL_REGION.to_string()];
     run.tools = vec![req.tool.as_str().to_string()];
@@ -265,7 +325,14 @@ pub async fn start_native_scan(
         limits.native_timeout,
         move |j| j.native = Some(spec),
     );
-    runs::insert(db, &run).await?;
+    match runs::insert(db, &run).await {
+        Ok(()) => {}
+        // The run of this id exists (a schedule's fire handled twice): it is the answer.
+        Err(StoreError::Duplicate) if req.run_id.is_some() => {
+            return runs::get_any(db, &run.id).await?.ok_or(StartError::Store(StoreError::Duplicate));
+        }
+        Err(e) => return Err(e.into()),
+    }
     persist(db, queues, QueueKind::Native, &run, vec![job], limits).await?;
     Ok(run)
 }

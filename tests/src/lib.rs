@@ -62,6 +62,9 @@ pub fn base_env(prefix: &str, redis: &str, mongo: &str) -> Vec<(String, String)>
         ("DEFAULT_ADMIN_EMAIL", format!("admin@{prefix}.test")),
         ("DEFAULT_ADMIN_PASSWORD", ADMIN_PASSWORD.to_string()),
         ("CSPM_ALLOW_LOOPBACK_SCAN_TARGETS", "true".to_string()),
+        // Accounts made by tests get no schedules (a test running across 02:00 UTC would otherwise see a
+        // scheduled scan of its account); the schedule tests turn it on.
+        ("CSPM_AUTO_SCHEDULE_ON_ACCOUNT_ADD", "false".to_string()),
         ("CSPM_LOG_FORMAT", "json".to_string()),
         ("RUST_LOG", "info".to_string()),
         (

@@ -11,6 +11,7 @@ use cspm_shared::domain::provider::{Provider, ProviderAccountId, validate_region
 use cspm_shared::domain::role::Permission;
 use cspm_shared::ids::AccountId;
 use cspm_shared::store::accounts::{self, AccountDoc, DeleteOutcome};
+use cspm_shared::store::schedules;
 use cspm_shared::time::Timestamp;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -123,6 +124,8 @@ pub async fn create(
         active_run_id: None,
         active_run_claimed_at: None,
         last_scan_run_id: None,
+        schedules_paused_at: None,
+        schedules_paused_reason: None,
         created_by: Some(caller.user.clone()),
         created_at: now,
         updated_at: now,
@@ -139,7 +142,21 @@ pub async fn create(
         Err(e) => return Err(e.into()),
     }
     tracing::info!(account.id = %account.id, provider = %provider, "cloud account connected");
-    Ok((StatusCode::CREATED, Json(view(&account))))
+    let mut body = view(&account);
+    if s.config.auto_schedule {
+        // The account exists whatever happens here; a failure is reported, and the schedules can be
+        // made through /api/schedules.
+        match schedules::create_account_defaults(&s.mongo, &caller.team, &account.id, Some(caller.user.clone()), now)
+            .await
+        {
+            Ok(made) => body["schedules"] = json!(made.iter().map(|m| &m.id).collect::<Vec<_>>()),
+            Err(e) => {
+                tracing::warn!(account.id = %account.id, error = %e, "could not create the default schedules");
+                body["schedules"] = json!([]);
+            }
+        }
+    }
+    Ok((StatusCode::CREATED, Json(body)))
 }
 
 pub async fn list(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
@@ -215,9 +232,17 @@ pub async fn update(
     if !errors.is_empty() {
         return Err(unprocessable(errors));
     }
-    let updated = accounts::update(&s.mongo, &caller.team, &id, set)
+    let new_credentials = set.contains_key("credentials_encrypted");
+    let mut updated = accounts::update(&s.mongo, &caller.team, &id, set)
         .await?
         .ok_or_else(|| ApiError::not_found("cloud account"))?;
+    if new_credentials && updated.schedules_paused_at.is_some() {
+        // New credentials are the fix the automatic pause waits for.
+        let n = schedules::resume_auto_paused(&s.mongo, &id, Timestamp::now()).await?;
+        tracing::info!(account.id = %id, resumed = n, "credentials updated: resumed the paused schedules");
+        updated.schedules_paused_at = None;
+        updated.schedules_paused_reason = None;
+    }
     Ok(Json(view(&updated)))
 }
 
@@ -248,6 +273,8 @@ pub fn view(a: &AccountDoc) -> Value {
         "excluded_checks": a.excluded_checks,
         "active_run_id": a.active_run_id,
         "last_scan_run_id": a.last_scan_run_id,
+        "schedules_paused": a.schedules_paused_at.is_some(),
+        "schedules_paused_reason": a.schedules_paused_reason,
         "created_at": rfc3339(a.created_at),
         "updated_at": rfc3339(a.updated_at),
     })

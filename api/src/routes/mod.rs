@@ -6,6 +6,7 @@ pub mod auth;
 pub mod findings;
 pub mod native;
 pub mod scans;
+pub mod schedules;
 pub mod vulnerabilities;
 
 use axum::Router;
@@ -44,6 +45,12 @@ pub fn api_router() -> Router<AppState> {
         .route("/api/vulnerabilities/occurrences", get(vulnerabilities::list))
         .route("/api/vulnerabilities/occurrences/{id}", get(vulnerabilities::get))
         .route("/api/vulnerabilities/occurrences/{id}/status", put(vulnerabilities::set_status))
+        .route("/api/schedules", get(schedules::list).post(schedules::create))
+        .route("/api/schedules/", get(schedules::list).post(schedules::create))
+        .route("/api/schedules/{id}", get(schedules::get).put(schedules::update).delete(schedules::delete))
+        .route("/api/schedules/{id}/pause", post(schedules::pause))
+        .route("/api/schedules/{id}/resume", post(schedules::resume))
+        .route("/api/schedules/{id}/history", get(schedules::history))
         .route("/api/native-scans/network-discovery", post(native::network_discovery))
         .route("/api/native-scans/web-vulnerability", post(native::web_vulnerability))
         .route("/api/native-scans/container-image", post(native::container_image))

@@ -106,6 +106,8 @@ async fn start(s: &AppState, caller: &Caller, tool: Tool, spec: NativeSpec, scan
         scan_type: scan_type.to_string(),
         trigger: "api".into(),
         created_by: Some(caller.user.clone()),
+        run_id: None,
+        schedule_id: None,
     };
     let run = orchestrate::start_native_scan(&s.mongo, &s.queues, req, &s.config.limits).await?;
     s.metrics
@@ -146,6 +148,55 @@ pub async fn web_vulnerability(
     ApiJson(body): ApiJson<WebScanBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(Permission::RunScans)?;
+    let plan = plan_web(&s, body).await?;
+    let run = start(&s, &caller, plan.tool, plan.spec, &plan.scan_type).await?;
+    Ok(started(&run, plan.tool))
+}
+
+/// A native scan request, checked: what `start` needs (and what a schedule of it stores).
+pub struct NativePlan {
+    pub tool: Tool,
+    pub spec: NativeSpec,
+    pub scan_type: String,
+}
+
+/// The plan of a request of one of the native scan endpoints, named by the endpoint's last path
+/// segment (`network-discovery`, `web-vulnerability`, `container-image`, `filesystem`), with the
+/// body that endpoint accepts.
+pub async fn plan(s: &AppState, scan: &str, request: Value) -> ApiResult<NativePlan> {
+    fn body<T: serde::de::DeserializeOwned>(v: Value) -> ApiResult<T> {
+        serde_json::from_value(v).map_err(|e| ApiError::invalid("target.request", e.to_string()))
+    }
+    match scan {
+        "network-discovery" => plan_network(s, body(request)?).await,
+        "web-vulnerability" => plan_web(s, body(request)?).await,
+        "container-image" => plan_image(body(request)?),
+        "filesystem" => plan_path(s, body(request)?),
+        other => Err(ApiError::invalid(
+            "target.scan",
+            format!(
+                "`{other}` is not a native scan (network-discovery, web-vulnerability, container-image, filesystem)"
+            ),
+        )),
+    }
+}
+
+async fn plan_network(s: &AppState, body: NetworkDiscoveryBody) -> ApiResult<NativePlan> {
+    let scan_type: NetworkScanType = match body.scan_type {
+        None => NetworkScanType::PortScan,
+        Some(t) => t.parse().map_err(|e: String| ApiError::invalid("scan_type", e))?,
+    };
+    let spec = match orchestrate::network_spec(&body.target, body.ports.as_deref(), scan_type, &s.config.target_policy)
+        .await
+    {
+        Ok(spec) => spec,
+        Err(StartError::InvalidField(field, msg)) => return Err(ApiError::invalid(field, msg)),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(NativePlan { tool: Tool::Nmap, spec, scan_type: scan_type.as_str().to_string() })
+}
+
+async fn plan_web(s: &AppState, body: WebScanBody) -> ApiResult<NativePlan> {
     let profile: WebScanProfile = match body.scan_type.as_deref() {
         None => WebScanProfile::Standard,
         Some(t) => t.parse().map_err(|e: String| ApiError::invalid("scan_type", e))?,
@@ -162,8 +213,7 @@ pub async fn web_vulnerability(
     s.config.target_policy.resolve(&target.host).await.map_err(|e| ApiError::invalid("target_url", e))?;
     let mut spec = spec(target.url);
     spec.web_profile = Some(profile);
-    let run = start(&s, &caller, tool, spec, profile.as_str()).await?;
-    Ok(started(&run, tool))
+    Ok(NativePlan { tool, spec, scan_type: profile.as_str().to_string() })
 }
 
 #[derive(Deserialize)]
@@ -195,12 +245,17 @@ pub async fn container_image(
     ApiJson(body): ApiJson<ImageScanBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(Permission::RunScans)?;
+    let plan = plan_image(body)?;
+    let run = start(&s, &caller, plan.tool, plan.spec, &plan.scan_type).await?;
+    Ok(started(&run, plan.tool))
+}
+
+fn plan_image(body: ImageScanBody) -> ApiResult<NativePlan> {
     let image = parse_image_ref(&body.image).map_err(|e| ApiError::invalid("image", e))?;
     let mut spec = spec(image);
     spec.artifact = Some(ArtifactKind::Image);
     spec.scanners = scanners(body.scanners)?;
-    let run = start(&s, &caller, Tool::Trivy, spec, "image").await?;
-    Ok(started(&run, Tool::Trivy))
+    Ok(NativePlan { tool: Tool::Trivy, spec, scan_type: "image".into() })
 }
 
 #[derive(Deserialize)]
@@ -222,6 +277,12 @@ pub async fn filesystem(
     ApiJson(body): ApiJson<PathScanBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(Permission::RunScans)?;
+    let plan = plan_path(&s, body)?;
+    let run = start(&s, &caller, plan.tool, plan.spec, &plan.scan_type).await?;
+    Ok(started(&run, plan.tool))
+}
+
+fn plan_path(s: &AppState, body: PathScanBody) -> ApiResult<NativePlan> {
     let kind = match body.kind.as_deref() {
         None | Some("filesystem") => ArtifactKind::Filesystem,
         Some("config") => ArtifactKind::Config,
@@ -231,8 +292,7 @@ pub async fn filesystem(
     let mut spec = spec(path.display().to_string());
     spec.artifact = Some(kind);
     spec.scanners = scanners(body.scanners)?;
-    let run = start(&s, &caller, Tool::Trivy, spec, kind.as_str()).await?;
-    Ok(started(&run, Tool::Trivy))
+    Ok(NativePlan { tool: Tool::Trivy, spec, scan_type: kind.as_str().to_string() })
 }
 
 pub async fn result(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {

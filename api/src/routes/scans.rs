@@ -114,6 +114,8 @@ async fn start(
         canary,
         trigger: trigger.to_string(),
         created_by: Some(caller.user.clone()),
+        run_id: None,
+        schedule_id: None,
     };
     let Started { run, already_active } =
         match orchestrate::start_cloud_scan(&s.mongo, &s.queues, req, &s.config.limits).await {

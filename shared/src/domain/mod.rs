@@ -5,4 +5,5 @@ pub mod native;
 pub mod provider;
 pub mod role;
 pub mod scan;
+pub mod schedule;
 pub mod severity;

@@ -46,6 +46,11 @@ pub struct AccountDoc {
     pub active_run_claimed_at: Option<Timestamp>,
     #[serde(default)]
     pub last_scan_run_id: Option<RunId>,
+    /// Set when the fleet paused the account's schedules (consecutive scheduled failures), with why.
+    #[serde(default)]
+    pub schedules_paused_at: Option<Timestamp>,
+    #[serde(default)]
+    pub schedules_paused_reason: Option<String>,
     #[serde(default)]
     pub created_by: Option<UserId>,
     pub created_at: Timestamp,
@@ -117,6 +122,7 @@ pub async fn delete(db: &Mongo, team: &TeamId, id: &AccountId) -> StoreResult<De
             None => DeleteOutcome::NotFound,
         });
     }
+    crate::store::schedules::delete_for_account(db, team, id).await?;
     db.findings.delete_many(doc! { "team_id": team, "account_id": id }).await?;
     let run_ids: Vec<Document> = db
         .scan_runs

@@ -5,6 +5,7 @@ pub mod findings;
 pub mod occurrences;
 pub mod results;
 pub mod runs;
+pub mod schedules;
 pub mod subjobs;
 pub mod users;
 

@@ -10,7 +10,7 @@ use crate::domain::provider::Provider;
 use crate::domain::scan::{RunStatus, SubJobCounts, SubJobStatus, roll_up};
 use crate::domain::severity::SeverityCounts;
 use crate::error::{StoreError, StoreResult};
-use crate::ids::{AccountId, RunId, TeamId, UserId};
+use crate::ids::{AccountId, RunId, ScheduleId, TeamId, UserId};
 use crate::store::subjobs::{self, number};
 use crate::store::{accounts, results};
 
@@ -59,6 +59,9 @@ pub struct RunDoc {
     #[serde(default, deserialize_with = "crate::store::lenient_bool")]
     pub cancel_requested: bool,
     pub trigger: String,
+    /// The schedule whose fire started the run (`trigger` is then `schedule`).
+    #[serde(default)]
+    pub schedule_id: Option<ScheduleId>,
     #[serde(default)]
     pub created_by: Option<UserId>,
     pub created_at: Timestamp,
@@ -96,6 +99,7 @@ impl RunDoc {
             sub_jobs_count: 0,
             cancel_requested: false,
             trigger: trigger.to_string(),
+            schedule_id: None,
             created_by: by,
             created_at: Timestamp::now(),
             started_at: None,
@@ -122,6 +126,41 @@ pub async fn get(db: &Mongo, team: &TeamId, id: &RunId) -> StoreResult<Option<Ru
 /// A run regardless of team: for the worker and the scheduler, which act on behalf of the run's team.
 pub async fn get_any(db: &Mongo, id: &RunId) -> StoreResult<Option<RunDoc>> {
     let found = db.scan_runs.find_one(doc! { "_id": id }).await?;
+    found.map(|d| bson::deserialize_from_document(d).map_err(StoreError::from)).transpose()
+}
+
+/// The account's latest scan that completed (fully or partially) and ended at or after `since`; only
+/// full scans when `full_only`.
+pub async fn recent_scan(
+    db: &Mongo,
+    team: &TeamId,
+    account: &AccountId,
+    since: Timestamp,
+    full_only: bool,
+) -> StoreResult<Option<RunDoc>> {
+    let mut q = doc! {
+        "team_id": team, "account_id": account,
+        "status": { "$in": ["completed", "partial"] }, "finished_at": { "$gte": since },
+    };
+    if full_only {
+        q.insert("scan_type", "full");
+    }
+    let found = db.scan_runs.find_one(q).sort(doc! { "finished_at": -1 }).await?;
+    found.map(|d| bson::deserialize_from_document(d).map_err(StoreError::from)).transpose()
+}
+
+/// A scan of the account not started by a schedule that completed (fully or partially) after `since`.
+pub async fn manual_success_since(
+    db: &Mongo,
+    team: &TeamId,
+    account: &AccountId,
+    since: Timestamp,
+) -> StoreResult<Option<RunDoc>> {
+    let q = doc! {
+        "team_id": team, "account_id": account, "trigger": { "$nin": ["schedule"] },
+        "status": { "$in": ["completed", "partial"] }, "finished_at": { "$gt": since },
+    };
+    let found = db.scan_runs.find_one(q).await?;
     found.map(|d| bson::deserialize_from_document(d).map_err(StoreError::from)).transpose()
 }
 

@@ -618,6 +618,20 @@ pub async fn cancel_run(db: &Mongo, run_id: &RunId) -> StoreResult<(u64, u64)> {
     Ok((cancelled.modified_count, flagged.modified_count.saturating_sub(cancelled.modified_count)))
 }
 
+/// Fails the run's SubJobs that are still waiting to start (a stuck run), with `reason`. A worker that
+/// later receives one of their messages finds it no longer queued and drops it.
+pub async fn fail_waiting(db: &Mongo, run_id: &RunId, reason: &str) -> StoreResult<u64> {
+    let now = Timestamp::now();
+    let r = db
+        .sub_jobs
+        .update_many(
+            doc! { "run_id": run_id, "status": "queued" },
+            doc! { "$set": { "status": "failed", "error": reason, "finished_at": now, "updated_at": now } },
+        )
+        .await?;
+    Ok(r.modified_count)
+}
+
 async fn cancel_queued_one(db: &Mongo, id: &SubJobId) -> StoreResult<bool> {
     let now = Timestamp::now();
     let r = db

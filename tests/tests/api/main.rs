@@ -8,8 +8,10 @@ mod artifacts;
 mod auth;
 mod docs;
 mod findings;
+mod hygiene;
 mod outages;
 mod scans;
+mod schedules;
 
 use serde_json::Value;
 

@@ -10,6 +10,7 @@ mod network;
 mod normalize;
 mod prowler;
 mod scanners;
+mod schedules;
 
 use std::time::Duration;
 

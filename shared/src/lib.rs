@@ -10,6 +10,7 @@ pub mod dispatch;
 pub mod domain;
 pub mod error;
 pub mod ids;
+pub mod kev;
 pub mod ocsf;
 pub mod ops;
 pub mod orchestrate;

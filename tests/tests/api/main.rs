@@ -8,6 +8,7 @@ mod artifacts;
 mod auth;
 mod docs;
 mod findings;
+mod kev;
 mod outages;
 mod scans;
 

@@ -478,6 +478,10 @@ async fn a_worker_index_notices_a_new_catalog_version() {
     assert_eq!(patient.refresh_now().await.expect("checked").expect("held").version, "2025.08.26");
 }
 
+async fn first_catalog_id(mongo: &Mongo) -> String {
+    kev::status(mongo).await.expect("status").catalog_id.expect("a catalog")
+}
+
 /// Figures for docs/benchmarks.md: `cargo nextest run -p cspm-tests --test api kev_figures --run-ignored
 /// only --no-capture`.
 #[tokio::test]
@@ -516,6 +520,21 @@ async fn kev_figures() {
             f
         })
         .collect();
+    // The ingest stage's cost: 200,000 CVE findings through the index, a tenth of them listed.
+    let index = kev::KevIndex::load(&mongo, &first_catalog_id(&mongo).await, "2025.08.25").await.expect("index");
+    let mut many: Vec<NewFinding> = (0..200_000)
+        .map(|i| {
+            let mut f = template.clone();
+            let cve = if i % 10 == 0 { listed[i % listed.len()].clone() } else { format!("CVE-2099-{i}") };
+            f.vulnerabilities[0].id = cspm_shared::domain::finding::VulnId::Cve(cve);
+            f
+        })
+        .collect();
+    let started = Instant::now();
+    index.enrich(&mut many);
+    let enrich = started.elapsed();
+    assert_eq!(many.iter().filter(|f| f.kev.as_ref().is_some_and(|k| k.known_exploited)).count(), 20_000);
+    drop(many);
     let none = KevCache::new(mongo.clone(), Duration::from_secs(3600));
     // Stored without marks (as if scanned before the catalog): the pass must write them all.
     mongo.kev_state.delete_many(doc! {}).await.expect("db");
@@ -528,6 +547,7 @@ async fn kev_figures() {
     let reenrich = started.elapsed();
     eprintln!(
         "KEV figures: import of 1404 entries {import:?}; first pass over no findings {empty_pass:?} ({first:?}); \
+         enrichment of 200,000 findings in memory {enrich:?}; \
          10,000 findings + occurrences stored in {stored:?}; re-enrichment {reenrich:?} ({pass:?})"
     );
     assert_eq!(pass.findings_updated, 10_000);

@@ -8,6 +8,7 @@ use cspm_shared::auth::crypto::CredentialCipher;
 use cspm_shared::config::{ConfigError, Env, KeySpec};
 use cspm_shared::domain::native::TargetPolicy;
 use cspm_shared::domain::scan::Tool;
+use cspm_shared::kev::{KEV_KEYS, KevSettings};
 use cspm_shared::orchestrate::{RunLimits, SCAN_KEYS};
 use cspm_shared::settings::{COMMON_KEYS, CommonSettings};
 use secrecy::SecretString;
@@ -45,7 +46,7 @@ pub const API_KEYS: &[KeySpec] = &[
 
 /// Every key the API reads, for `--help` and the docs.
 pub fn all_keys() -> Vec<KeySpec> {
-    COMMON_KEYS.iter().chain(ARTIFACT_KEYS).chain(SCAN_KEYS).chain(API_KEYS).copied().collect()
+    COMMON_KEYS.iter().chain(ARTIFACT_KEYS).chain(SCAN_KEYS).chain(KEV_KEYS).chain(API_KEYS).copied().collect()
 }
 
 #[derive(Clone)]
@@ -66,6 +67,8 @@ pub struct ApiConfig {
     pub scan_path_roots: Vec<std::path::PathBuf>,
     pub request_timeout: Duration,
     pub artifacts: ArtifactSettings,
+    /// The KEV catalog: import limits and the source the status shows.
+    pub kev: KevSettings,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -123,6 +126,7 @@ impl ApiConfig {
             scan_path_roots: env.dir_list("CSPM_SCAN_PATH_ROOTS"),
             request_timeout: env.seconds("CSPM_REQUEST_TIMEOUT_SECS", 30, 1, 3600),
             artifacts: ArtifactSettings::load(&env),
+            kev: KevSettings::load(&env),
             common,
             cipher: cipher.unwrap_or_else(|| {
                 // Only reached when a problem was recorded; `finish` refuses the configuration.

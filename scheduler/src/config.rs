@@ -6,6 +6,7 @@ use std::time::Duration;
 use cspm_shared::artifacts::{ARTIFACT_KEYS, ArtifactSettings};
 use cspm_shared::config::{ConfigError, Env, KeySpec};
 use cspm_shared::domain::native::TargetPolicy;
+use cspm_shared::kev::{KEV_KEYS, KevSettings};
 use cspm_shared::orchestrate::{RunLimits, SCAN_KEYS};
 use cspm_shared::retention::{RETENTION_KEYS, RetentionSettings};
 use cspm_shared::scheduling::{SCHEDULE_KEYS, ScheduleSettings};
@@ -50,6 +51,7 @@ pub fn all_keys() -> Vec<KeySpec> {
         .iter()
         .chain(ARTIFACT_KEYS)
         .chain(SCAN_KEYS)
+        .chain(KEV_KEYS)
         .chain(SCHEDULE_KEYS)
         .chain(RETENTION_KEYS)
         .chain(SCHEDULER_KEYS)
@@ -72,6 +74,8 @@ pub struct SchedulerConfig {
     pub target_policy: TargetPolicy,
     pub schedules: ScheduleSettings,
     pub retention: RetentionSettings,
+    /// The scheduled refresh of the KEV catalog.
+    pub kev: KevSettings,
     pub housekeeping: Duration,
     pub keep_dead: u64,
     /// This replica's name (owner of the fires it handles).
@@ -92,6 +96,7 @@ impl SchedulerConfig {
             target_policy: TargetPolicy::load(&env),
             schedules: ScheduleSettings::load(&env),
             retention: RetentionSettings::load(&env),
+            kev: KevSettings::load(&env),
             housekeeping: env.seconds("CSPM_QUEUE_HOUSEKEEPING_SECS", 60, 1, 86_400),
             keep_dead: env.bounded("CSPM_QUEUE_KEEP_DEAD", 1000, 0, 1_000_000),
             name: format!("scheduler-{}-{}", std::process::id(), ulid::Ulid::generate()),

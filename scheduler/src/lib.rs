@@ -8,6 +8,8 @@
 //! - roll-up sweep: runs whose last SubJob ended without a roll-up (its worker died) are rolled up;
 //! - stuck runs: active runs none of whose SubJobs moved for `CSPM_STUCK_RUN_HOURS` are ended;
 //! - queue housekeeping: finished messages are removed from Redis, the dead-letter set trimmed;
+//! - KEV: the catalog is refreshed from `CSPM_KEV_URL` when due (conditional requests), and the
+//!   re-enrichment a new catalog needs is carried out;
 //! - retention: old runs (with their SubJobs, records, artifacts, fires) and old fixed findings go;
 //! - schedules: due schedules start their scans, exactly once per fire across replicas, and scheduled
 //!   scans are followed to their end (`cspm_shared::scheduling`).
@@ -89,6 +91,7 @@ impl SchedulerApp {
         tracing::info!(addr = %self.listener.local_addr()?, "scheduler starting");
         let ops_task = tokio::spawn(ops::serve(self.listener, self.ops_router, wait_true(stop_rx.clone())));
         let artifacts = cspm_shared::artifacts::ArtifactStore::new(&self.config.artifacts)?;
+        let kev_http = cspm_shared::kev::fetch::source_client(self.config.kev.fetch_timeout)?;
         let engine = Engine::new(
             self.mongo.clone(),
             self.queues.clone(),
@@ -105,6 +108,7 @@ impl SchedulerApp {
             sweep_cursor: std::sync::Mutex::new(None),
             engine,
             artifacts,
+            kev_http,
         });
         let tasks = vec![
             tokio::spawn(every(s.config.reaper_interval, stop_rx.clone(), {
@@ -133,6 +137,14 @@ impl SchedulerApp {
                 move || {
                     let s = s.clone();
                     async move { s.housekeep().await }
+                }
+            })),
+            // Every minute: `refresh_from_source` itself decides whether a check is due.
+            tokio::spawn(every(Duration::from_secs(60), stop_rx.clone(), {
+                let s = s.clone();
+                move || {
+                    let s = s.clone();
+                    async move { s.refresh_kev().await }
                 }
             })),
             tokio::spawn(every(s.config.retention.interval, stop_rx.clone(), {
@@ -169,9 +181,29 @@ struct Loops {
     sweep_cursor: std::sync::Mutex<Option<cspm_shared::ids::RunId>>,
     engine: Engine,
     artifacts: cspm_shared::artifacts::ArtifactStore,
+    kev_http: cspm_shared::reqwest::Client,
 }
 
 impl Loops {
+    async fn refresh_kev(&self) -> anyhow::Result<()> {
+        use cspm_shared::kev::{self, RefreshOutcome};
+        match kev::refresh_from_source(&self.mongo, &self.config.kev, &self.kev_http).await {
+            Ok(RefreshOutcome::Imported { version, count, .. }) => {
+                self.metrics.count("kev_imported", 1);
+                tracing::info!(version, count, "imported a new KEV catalog");
+            }
+            Ok(RefreshOutcome::NotModified | RefreshOutcome::Unchanged { .. }) => self.metrics.count("kev_checked", 1),
+            Ok(RefreshOutcome::Disabled | RefreshOutcome::NotDue) => {}
+            // Recorded in the catalog status by `refresh_from_source`; the one in force stays.
+            Err(e @ (kev::KevError::Fetch(_) | kev::KevError::Invalid(_) | kev::KevError::Url(_))) => {
+                self.metrics.count("kev_refresh_failed", 1);
+                tracing::warn!(error = %e, "the KEV catalog could not be refreshed; the current one stays");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+
     async fn housekeep(&self) -> anyhow::Result<()> {
         for kind in cspm_shared::queue::QueueKind::ALL {
             // Bounded per run: at most 20 calls of 1,000 (~140 ms of Redis time).

@@ -17,6 +17,7 @@ pub const ORCHESTRATION_DB: &str = "cspm_orchestration";
 pub const CLOUD_SECURITY_DB: &str = "cspm_cloud_security";
 pub const NATIVE_SCANS_DB: &str = "native_scans";
 pub const VULNERABILITIES_DB: &str = "cspm_vulnerabilities";
+pub const THREAT_INTELLIGENCE_DB: &str = "cspm_threat_intelligence";
 
 /// Handles to every collection the fleet uses. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -35,10 +36,16 @@ pub struct Mongo {
     pub findings: Collection<Document>,
     pub occurrences: Collection<Document>,
     pub scan_results: Collection<Document>,
+    /// The CISA KEV catalog (`crate::kev`): one document per imported catalog, its entries, and the
+    /// pointer to the current one.
+    pub kev_catalogs: Collection<Document>,
+    pub kev_entries: Collection<Document>,
+    pub kev_state: Collection<Document>,
     platform: Database,
     cloud_security: Database,
     orchestration: Database,
     vulnerabilities: Database,
+    threat_intelligence: Database,
 }
 
 impl Mongo {
@@ -62,6 +69,7 @@ impl Mongo {
         let cloud = db(CLOUD_SECURITY_DB);
         let native = db(NATIVE_SCANS_DB);
         let vulnerabilities = db(VULNERABILITIES_DB);
+        let threat_intelligence = db(THREAT_INTELLIGENCE_DB);
         Self {
             users: platform.collection("users"),
             teams: platform.collection("teams"),
@@ -74,10 +82,14 @@ impl Mongo {
             findings: cloud.collection("findings"),
             occurrences: vulnerabilities.collection("vulnerability_occurrences"),
             scan_results: native.collection("scan_results"),
+            kev_catalogs: threat_intelligence.collection("kev_catalogs"),
+            kev_entries: threat_intelligence.collection("kev_vulnerabilities"),
+            kev_state: threat_intelligence.collection("kev_state"),
             platform,
             cloud_security: cloud,
             orchestration,
             vulnerabilities,
+            threat_intelligence,
             client,
         }
     }
@@ -92,6 +104,10 @@ impl Mongo {
 
     pub fn vulnerabilities_db(&self) -> &Database {
         &self.vulnerabilities
+    }
+
+    pub fn threat_intelligence_db(&self) -> &Database {
+        &self.threat_intelligence
     }
 
     pub fn client(&self) -> &Client {
@@ -188,6 +204,8 @@ impl Mongo {
                     ("first_subjob", doc! { "first_subjob_id": 1 }, false),
                     ("resolved_by_subjob", doc! { "resolution.subjob_id": 1 }, false),
                     ("reopened_by_subjob", doc! { "reopened_subjob_id": 1 }, false),
+                    // KEV re-enrichment finds every team's findings of a CVE.
+                    ("cve_status", doc! { "cves": 1, "status": 1 }, false),
                 ],
             ),
             (
@@ -196,6 +214,7 @@ impl Mongo {
                     ("team_status_risk", doc! { "team_id": 1, "status": 1, "risk_score": -1 }, false),
                     ("team_vulnerability", doc! { "team_id": 1, "vulnerability_id": 1 }, false),
                     ("team_asset", doc! { "team_id": 1, "asset_id": 1 }, false),
+                    ("vulnerability_status", doc! { "vulnerability_id": 1, "status": 1 }, false),
                     (
                         "scope_status",
                         doc! { "team_id": 1, "tool": 1, "account_id": 1, "target": 1, "region": 1, "status": 1 },
@@ -203,6 +222,7 @@ impl Mongo {
                     ),
                 ],
             ),
+            (&self.kev_entries, vec![("uniq_catalog_cve", doc! { "catalog_id": 1, "cve_id": 1 }, true)]),
             (
                 &self.scan_results,
                 vec![

@@ -61,6 +61,12 @@ pub const FLEET_CSPM_KEYS: &[&str] = &[
     "CSPM_S3_SECRET_ACCESS_KEY",
     "CSPM_S3_PATH_STYLE",
     "CSPM_S3_ALLOW_HTTP",
+    // the KEV catalog (api, worker, scheduler: `kev::KEV_KEYS`)
+    "CSPM_KEV_URL",
+    "CSPM_KEV_REFRESH_HOURS",
+    "CSPM_KEV_RELOAD_SECS",
+    "CSPM_KEV_MAX_BYTES",
+    "CSPM_KEV_FETCH_TIMEOUT_SECS",
     // scans started by the api and the scheduler (`orchestrate::SCAN_KEYS`)
     "CSPM_ALLOW_LOOPBACK_SCAN_TARGETS",
     "CSPM_MAX_SUBJOBS_PER_RUN",

@@ -8,6 +8,7 @@ use cspm_shared::artifacts::{ARTIFACT_KEYS, ArtifactSettings};
 use cspm_shared::auth::crypto::CredentialCipher;
 use cspm_shared::config::{ConfigError, Env, KeySpec};
 use cspm_shared::domain::native::TargetPolicy;
+use cspm_shared::kev::{KEV_KEYS, KevSettings};
 use cspm_shared::settings::{COMMON_KEYS, CommonSettings};
 use secrecy::SecretString;
 
@@ -92,7 +93,7 @@ pub const WORKER_KEYS: &[KeySpec] = &[
 ];
 
 pub fn all_keys() -> Vec<KeySpec> {
-    COMMON_KEYS.iter().chain(ARTIFACT_KEYS).chain(WORKER_KEYS).chain(DOCKER_KEYS).copied().collect()
+    COMMON_KEYS.iter().chain(ARTIFACT_KEYS).chain(KEV_KEYS).chain(WORKER_KEYS).chain(DOCKER_KEYS).copied().collect()
 }
 
 #[derive(Clone)]
@@ -125,6 +126,8 @@ pub struct WorkerConfig {
     pub target_policy: TargetPolicy,
     /// Where the raw output of every SubJob is kept.
     pub artifacts: ArtifactSettings,
+    /// The KEV catalog's reload interval (the enrichment stage).
+    pub kev: KevSettings,
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -188,6 +191,7 @@ impl WorkerConfig {
                 allow_loopback: env.flag("CSPM_ALLOW_LOOPBACK_SCAN_TARGETS", false),
             },
             artifacts: ArtifactSettings::load(&env),
+            kev: KevSettings::load(&env),
             common,
         };
         if config.cloud_concurrency + config.native_concurrency == 0 {

@@ -15,6 +15,7 @@ use cspm_shared::db::Mongo;
 use cspm_shared::domain::scan::{CanaryFailure, SubJobStatus, Tool};
 use cspm_shared::error::StoreError;
 use cspm_shared::ids::{RunId, SubJobId};
+use cspm_shared::kev::KevCache;
 use cspm_shared::queue::{Queues, SubJobMessage};
 use cspm_shared::store::findings::{self, FindingScope, NewFinding};
 use cspm_shared::store::occurrences;
@@ -49,6 +50,8 @@ pub struct WorkerCtx {
     pub docker: Option<DockerRunner>,
     /// Where the raw output of every SubJob goes.
     pub artifacts: ArtifactStore,
+    /// The current KEV catalog, for the enrichment stage.
+    pub kev: KevCache,
 }
 
 impl WorkerCtx {
@@ -61,7 +64,9 @@ impl WorkerCtx {
         artifacts: ArtifactStore,
     ) -> Self {
         let ledger = Ledger::start(mongo.clone(), config.name.clone(), config.lease);
+        let kev = KevCache::new(mongo.clone(), config.kev.reload_every);
         Self {
+            kev,
             docker,
             artifacts,
             config,
@@ -612,13 +617,17 @@ async fn store(ctx: &WorkerCtx, job: &SubJobDoc, workdir: &Path, adapter: Adapte
     let mut outcome = Outcome::default();
     let mut store_error = None;
     let mut lease_lost = false;
-    while let Some(batch) = rx.recv().await {
+    while let Some(mut batch) = rx.recv().await {
         if *stop.borrow() == Some(StopReason::LeaseLost) {
             // Another worker may own the SubJob now: write nothing more.
             lease_lost = true;
         }
         if store_error.is_some() || lease_lost {
             continue; // drain so the parser can finish
+        }
+        // Enrich: CVE findings get the current KEV catalog's mark (a lookup per CVE).
+        if let Some(kev) = ctx.kev.current().await {
+            kev.enrich(&mut batch);
         }
         let stored = match findings::upsert_batch(&ctx.mongo, &scope, &batch).await {
             Ok(stats) => occurrences::sync_batch(&ctx.mongo, &scope, &batch).await.map(|_| stats),

@@ -200,6 +200,7 @@ pub fn finding_view(f: &FindingDoc) -> Value {
         "references": n.references,
         "cves": n.cves(),
         "vulnerabilities": n.vulnerabilities,
+        "kev": n.kev,
         "compliance": n.compliance,
         "location": n.location,
         "endpoint": n.endpoint,

@@ -7,6 +7,7 @@ pub mod findings;
 pub mod native;
 pub mod scans;
 pub mod schedules;
+pub mod threat_intel;
 pub mod vulnerabilities;
 
 use axum::Router;
@@ -57,6 +58,8 @@ pub fn api_router() -> Router<AppState> {
         .route("/api/native-scans/filesystem", post(native::filesystem))
         .route("/api/native-scans/results", get(native::results_list))
         .route("/api/native-scans/results/{scan_id}", get(native::result))
+        .route("/api/threat-intel/kev", get(threat_intel::kev_status))
+        .route("/api/threat-intel/kev/import", post(threat_intel::kev_import))
 }
 
 pub async fn not_found() -> ApiError {

@@ -33,8 +33,10 @@ pub struct OccurrencesQuery {
 fn view(mut d: Document) -> Value {
     d.remove("team_id");
     let id = d.remove("_id").unwrap_or(Bson::Null);
+    let kev = cspm_shared::store::flag(&d, "cisa_kev");
     let mut v = bson_to_json(Bson::Document(d));
     v["id"] = bson_to_json(id);
+    v["cisa_kev"] = Value::Bool(kev);
     v
 }
 

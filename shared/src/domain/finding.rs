@@ -277,6 +277,10 @@ pub struct NewFinding {
     /// Tool-specific detail kept as the tool gave it (ports, services, CPEs, evidence...): OCSF
     /// `unmapped`.
     pub details: Document,
+    /// Set by the worker's KEV enrichment stage on findings that name a CVE (`crate::kev`); `None`:
+    /// not enriched (no CVE, or no catalog imported yet), and then a sighting leaves the stored mark alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kev: Option<crate::kev::KevMark>,
 }
 
 impl NewFinding {

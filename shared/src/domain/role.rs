@@ -65,6 +65,9 @@ pub enum Permission {
     ManageCloudAccounts,
     /// Resolve and suppress findings, decide on vulnerability occurrences ("Create and manage risks").
     ManageRisks,
+    /// Import threat-intelligence catalogs (CISA KEV): they change every team's findings, so only
+    /// administrators may.
+    ManageThreatIntel,
 }
 
 impl Permission {
@@ -77,6 +80,7 @@ impl Permission {
             }
             Permission::RunScans | Permission::ManageRisks => &[SecurityManager, SecurityAnalyst],
             Permission::ManageScans | Permission::ManageCloudAccounts => &[SecurityManager],
+            Permission::ManageThreatIntel => &[],
         }
     }
 
@@ -88,6 +92,7 @@ impl Permission {
             Permission::ViewCloudAccounts => "view_cloud_accounts",
             Permission::ManageCloudAccounts => "manage_cloud_accounts",
             Permission::ManageRisks => "manage_risks",
+            Permission::ManageThreatIntel => "manage_threat_intel",
         }
     }
 }
@@ -107,6 +112,8 @@ mod tests {
         assert!(Role::ALL.into_iter().all(|r| r.can(ViewScans)));
         let risks: Vec<Role> = Role::ALL.into_iter().filter(|r| r.can(ManageRisks)).collect();
         assert_eq!(risks, vec![Admin, SecurityManager, SecurityAnalyst]);
+        let intel: Vec<Role> = Role::ALL.into_iter().filter(|r| r.can(ManageThreatIntel)).collect();
+        assert_eq!(intel, vec![Admin]);
     }
 
     #[test]

@@ -120,10 +120,7 @@ pub async fn sync_batch(db: &Mongo, scope: &FindingScope, batch: &[NewFinding]) 
                 continue;
             }
             let base = v.max_base_score();
-            updates.push(Bson::Document(doc! {
-                "q": { "_id": &id },
-                "u": {
-                    "$set": {
+            let mut set = doc! {
                         "team_id": &scope.team_id,
                         "tool": &scope.tool,
                         "account_id": scope.account_id.as_ref().map(Bson::from).unwrap_or(Bson::Null),
@@ -151,16 +148,31 @@ pub async fn sync_batch(db: &Mongo, scope: &FindingScope, batch: &[NewFinding]) 
                         "last_seen": scope.seen_at,
                         "last_run_id": &scope.run_id,
                         "last_subjob_id": &scope.subjob_id,
-                    },
-                    "$setOnInsert": {
+            };
+            let mut on_insert = doc! {
                         "occurrence_id": &id,
                         "status": OccurrenceStatus::Open.as_str(),
                         "status_changed_at": scope.seen_at,
                         "first_seen": scope.seen_at,
                         "first_run_id": &scope.run_id,
-                        "cisa_kev": false,
-                    },
-                },
+            };
+            // The finding's KEV mark (the worker's enrichment stage), if it speaks of this CVE: listed
+            // as this CVE, or none of the finding's CVEs listed. Without one (no catalog yet; or a
+            // finding of several CVEs whose mark is another's) a sighting leaves the stored flag alone
+            // and a new occurrence starts unflagged (re-enrichment, per CVE, corrects it).
+            let mark = f.kev.as_ref().filter(|m| !m.known_exploited || m.cve.as_deref() == Some(cve.as_str()));
+            match mark {
+                Some(mark) => {
+                    set.insert("cisa_kev", mark.known_exploited);
+                    set.insert("kev", bson::serialize_to_bson(mark)?);
+                }
+                None => {
+                    on_insert.insert("cisa_kev", false);
+                }
+            }
+            updates.push(Bson::Document(doc! {
+                "q": { "_id": &id },
+                "u": { "$set": set, "$setOnInsert": on_insert },
                 "upsert": true,
             }));
             ids.push(id);

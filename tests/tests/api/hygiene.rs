@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use bson::doc;
-use futures::TryStreamExt;
 use cspm_shared::artifacts::{ArtifactSettings, ArtifactStore};
 use cspm_shared::config::Env;
 use cspm_shared::domain::native::NetworkScanType;
@@ -20,6 +19,7 @@ use cspm_shared::settings::CommonSettings;
 use cspm_shared::store::subjobs::NativeSpec;
 use cspm_shared::time::Timestamp;
 use cspm_tests::{base_env, connect_mongo, mongodb_uri, redis_url, unique_prefix};
+use futures::TryStreamExt;
 
 use crate::artifact_store::{output_dir, owner};
 

@@ -9,6 +9,7 @@ mod auth;
 mod docs;
 mod findings;
 mod hygiene;
+mod kev;
 mod outages;
 mod scans;
 mod schedules;

@@ -17,6 +17,8 @@ pub const ORCHESTRATION_DB: &str = "cspm_orchestration";
 pub const CLOUD_SECURITY_DB: &str = "cspm_cloud_security";
 pub const NATIVE_SCANS_DB: &str = "native_scans";
 pub const VULNERABILITIES_DB: &str = "cspm_vulnerabilities";
+/// The compliance engine: the SCF catalog and each team's control states (`crate::compliance`).
+pub const COMPLIANCE_DB: &str = "cspm_compliance";
 
 /// Handles to every collection the fleet uses. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -32,6 +34,8 @@ pub struct Mongo {
     pub findings: Collection<Document>,
     pub occurrences: Collection<Document>,
     pub scan_results: Collection<Document>,
+    /// The compliance engine's collections (`crate::compliance::store`).
+    pub compliance: ComplianceCollections,
     platform: Database,
     cloud_security: Database,
     orchestration: Database,
@@ -69,6 +73,7 @@ impl Mongo {
             findings: cloud.collection("findings"),
             occurrences: vulnerabilities.collection("vulnerability_occurrences"),
             scan_results: native.collection("scan_results"),
+            compliance: ComplianceCollections::new(&db(COMPLIANCE_DB)),
             platform,
             cloud_security: cloud,
             orchestration,
@@ -119,6 +124,13 @@ impl Mongo {
     /// The indexes, as (collection, [(name, keys, unique)]); `docs/ARCHITECTURE.md` lists the same.
     #[allow(clippy::type_complexity)]
     fn index_specs(&self) -> Vec<(&Collection<Document>, Vec<(&'static str, Document, bool)>)> {
+        let mut specs = self.core_index_specs();
+        specs.extend(self.compliance.index_specs());
+        specs
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn core_index_specs(&self) -> Vec<(&Collection<Document>, Vec<(&'static str, Document, bool)>)> {
         vec![
             (&self.users, vec![("uniq_email", doc! { "email": 1 }, true)]),
             (&self.teams, vec![("uniq_name", doc! { "name": 1 }, true)]),
@@ -188,6 +200,60 @@ impl Mongo {
                     ("team_created", doc! { "team_id": 1, "created_at": -1 }, false),
                 ],
             ),
+        ]
+    }
+}
+
+/// The collections of `cspm_compliance`.
+#[derive(Clone, Debug)]
+pub struct ComplianceCollections {
+    /// One document per imported catalog version (`status`: `writing`, then `complete`).
+    pub catalogs: Collection<Document>,
+    /// Which catalog version is in force (`_id: "scf"`), flipped after a version is complete.
+    pub catalog_pointer: Collection<Document>,
+    /// The controls of every stored version (`_id`: catalog id and SCF id).
+    pub controls: Collection<Document>,
+    /// The tools' check → requirement rows of every stored version.
+    pub check_mappings: Collection<Document>,
+    /// A team's state of one control (`_id`: team and SCF id): derived state, evidence, override.
+    pub control_state: Collection<Document>,
+    /// One document per sync of a team.
+    pub sync_jobs: Collection<Document>,
+    /// Per team: the sync in progress (the one-at-a-time claim) and the last ones.
+    pub teams: Collection<Document>,
+    /// Per team and framework: the score threshold.
+    pub thresholds: Collection<Document>,
+    database: Database,
+}
+
+impl ComplianceCollections {
+    fn new(db: &Database) -> Self {
+        Self {
+            catalogs: db.collection("scf_catalogs"),
+            catalog_pointer: db.collection("scf_catalog_pointer"),
+            controls: db.collection("scf_controls"),
+            check_mappings: db.collection("check_mappings"),
+            control_state: db.collection("control_state"),
+            sync_jobs: db.collection("sync_jobs"),
+            teams: db.collection("compliance_teams"),
+            thresholds: db.collection("thresholds"),
+            database: db.clone(),
+        }
+    }
+
+    /// Runs a database command on `cspm_compliance` (batched writes).
+    pub async fn command(&self, command: Document) -> StoreResult<Document> {
+        Ok(self.database.run_command(command).await?)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn index_specs(&self) -> Vec<(&Collection<Document>, Vec<(&'static str, Document, bool)>)> {
+        vec![
+            (&self.controls, vec![("catalog_scf", doc! { "catalog_id": 1, "scf_id": 1 }, false)]),
+            (&self.check_mappings, vec![("catalog", doc! { "catalog_id": 1 }, false)]),
+            (&self.control_state, vec![("team_scf", doc! { "team_id": 1, "scf_id": 1 }, false)]),
+            (&self.sync_jobs, vec![("team_created", doc! { "team_id": 1, "created_at": -1 }, false)]),
+            (&self.thresholds, vec![("team", doc! { "team_id": 1 }, false)]),
         ]
     }
 }

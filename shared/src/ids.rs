@@ -113,6 +113,14 @@ prefixed_id!(
     /// A SubJob: one unit of work (region × tool) that one worker executes.
     SubJobId, "sj_", "sub-job"
 );
+prefixed_id!(
+    /// A version of the imported SCF catalog (the compliance engine).
+    CatalogId, "scfcat_", "catalog"
+);
+prefixed_id!(
+    /// One compliance sync of a team.
+    SyncJobId, "csync_", "compliance sync"
+);
 
 #[cfg(test)]
 mod tests {

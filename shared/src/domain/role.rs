@@ -65,6 +65,12 @@ pub enum Permission {
     ManageCloudAccounts,
     /// Resolve and suppress findings, decide on vulnerability occurrences ("Create and manage risks").
     ManageRisks,
+    /// Read the compliance engine: catalog, control states, scores, syncs ("View assessments").
+    ViewAssessments,
+    /// Run compliance syncs and set framework thresholds ("Manage assessments").
+    ManageAssessments,
+    /// Import the SCF catalog and override control states (admin only in the seed's matrix).
+    AdministerCompliance,
 }
 
 impl Permission {
@@ -72,9 +78,11 @@ impl Permission {
     pub fn granted_to(self) -> &'static [Role] {
         use Role::*;
         match self {
-            Permission::ViewScans | Permission::ViewCloudAccounts => {
+            Permission::ViewScans | Permission::ViewCloudAccounts | Permission::ViewAssessments => {
                 &[SecurityManager, SecurityAnalyst, ComplianceOfficer, Auditor, Viewer]
             }
+            Permission::ManageAssessments => &[SecurityManager, SecurityAnalyst, ComplianceOfficer],
+            Permission::AdministerCompliance => &[],
             Permission::RunScans | Permission::ManageRisks => &[SecurityManager, SecurityAnalyst],
             Permission::ManageScans | Permission::ManageCloudAccounts => &[SecurityManager],
         }
@@ -88,6 +96,9 @@ impl Permission {
             Permission::ViewCloudAccounts => "view_cloud_accounts",
             Permission::ManageCloudAccounts => "manage_cloud_accounts",
             Permission::ManageRisks => "manage_risks",
+            Permission::ViewAssessments => "view_assessments",
+            Permission::ManageAssessments => "manage_assessments",
+            Permission::AdministerCompliance => "administer_compliance",
         }
     }
 }
@@ -107,6 +118,11 @@ mod tests {
         assert!(Role::ALL.into_iter().all(|r| r.can(ViewScans)));
         let risks: Vec<Role> = Role::ALL.into_iter().filter(|r| r.can(ManageRisks)).collect();
         assert_eq!(risks, vec![Admin, SecurityManager, SecurityAnalyst]);
+        assert!(Role::ALL.into_iter().all(|r| r.can(ViewAssessments)));
+        let assess: Vec<Role> = Role::ALL.into_iter().filter(|r| r.can(ManageAssessments)).collect();
+        assert_eq!(assess, vec![Admin, SecurityManager, SecurityAnalyst, ComplianceOfficer]);
+        let admin: Vec<Role> = Role::ALL.into_iter().filter(|r| r.can(AdministerCompliance)).collect();
+        assert_eq!(admin, vec![Admin], "SCF import and overrides are admin-only");
     }
 
     #[test]

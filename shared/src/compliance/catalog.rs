@@ -421,7 +421,10 @@ fn clip(s: &str, max: usize) -> String {
 fn parse_yaml_catalog(file: &str, bytes: &[u8]) -> Result<(Option<String>, Vec<Control>), CatalogError> {
     let lib: YamlLibrary = yaml(file, bytes)?;
     let Some(fw) = lib.objects.and_then(|o| o.framework) else {
-        return fail(file, "not an SCF catalog: `objects.framework` is missing (is this a crosswalk? send it as `crosswalk`)");
+        return fail(
+            file,
+            "not an SCF catalog: `objects.framework` is missing (is this a crosswalk? send it as `crosswalk`)",
+        );
     };
     let release = fw.ref_id.or(lib.ref_id);
     let domains: HashMap<&str, &str> = fw
@@ -437,7 +440,10 @@ fn parse_yaml_catalog(file: &str, bytes: &[u8]) -> Result<(Option<String>, Vec<C
         }
         let Some(raw_id) = n.ref_id.as_deref() else { continue };
         let Some(scf_id) = normalize::scf_id(raw_id) else {
-            return fail(file, format!("`{}` is not an SCF control id (expected e.g. ABC-01 or ABC-01.1)", clip(raw_id, 40)));
+            return fail(
+                file,
+                format!("`{}` is not an SCF control id (expected e.g. ABC-01 or ABC-01.1)", clip(raw_id, 40)),
+            );
         };
         let domain = n.parent_urn.as_deref().and_then(|p| domains.get(p)).copied();
         let Some(domain) = domain else {
@@ -469,7 +475,10 @@ fn split_urn(urn: &str) -> Option<(&str, &str)> {
 fn parse_yaml_crosswalk(file: &str, bytes: &[u8]) -> Result<Vec<RawPair>, CatalogError> {
     let lib: YamlLibrary = yaml(file, bytes)?;
     let Some(sets) = lib.objects.and_then(|o| o.requirement_mapping_sets) else {
-        return fail(file, "not a crosswalk: `objects.requirement_mapping_sets` is missing (is this the catalog? send it as `catalog`)");
+        return fail(
+            file,
+            "not a crosswalk: `objects.requirement_mapping_sets` is missing (is this the catalog? send it as `catalog`)",
+        );
     };
     let mut out = Vec::new();
     for set in sets {
@@ -547,12 +556,17 @@ fn non_null_lists<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, Vec<St
 }
 
 fn json_error(file: &str, e: serde_json::Error, what: &str) -> CatalogError {
-    CatalogError(format!("{file}: not {what} (line {}, column {}): {}", e.line(), e.column(), clip(&e.to_string(), 300)))
+    CatalogError(format!(
+        "{file}: not {what} (line {}, column {}): {}",
+        e.line(),
+        e.column(),
+        clip(&e.to_string(), 300)
+    ))
 }
 
 fn parse_json_catalog(file: &str, bytes: &[u8]) -> Result<(Vec<Control>, Vec<RawPair>), CatalogError> {
-    let cat: JsonCatalog =
-        serde_json::from_slice(bytes).map_err(|e| json_error(file, e, "an SCF JSON catalog ({\"controls\": [...]})"))?;
+    let cat: JsonCatalog = serde_json::from_slice(bytes)
+        .map_err(|e| json_error(file, e, "an SCF JSON catalog ({\"controls\": [...]})"))?;
     if cat.controls.is_empty() {
         return fail(file, "the catalog holds no controls");
     }
@@ -560,7 +574,10 @@ fn parse_json_catalog(file: &str, bytes: &[u8]) -> Result<(Vec<Control>, Vec<Raw
     let mut pairs = Vec::new();
     for c in cat.controls {
         let Some(scf_id) = normalize::scf_id(&c.id) else {
-            return fail(file, format!("`{}` is not an SCF control id (expected e.g. ABC-01 or ABC-01.1)", clip(&c.id, 40)));
+            return fail(
+                file,
+                format!("`{}` is not an SCF control id (expected e.g. ABC-01 or ABC-01.1)", clip(&c.id, 40)),
+            );
         };
         if c.domain.trim().is_empty() {
             return fail(file, format!("control {scf_id} has no domain"));
@@ -585,8 +602,9 @@ fn parse_json_catalog(file: &str, bytes: &[u8]) -> Result<(Vec<Control>, Vec<Raw
 }
 
 fn parse_framework_index(file: &str, bytes: &[u8]) -> Result<Vec<RawPair>, CatalogError> {
-    let index: BTreeMap<String, BTreeMap<String, Vec<String>>> = serde_json::from_slice(bytes)
-        .map_err(|e| json_error(file, e, "a framework → SCF index ({\"framework\": {\"requirement\": [\"ABC-01\"]}})"))?;
+    let index: BTreeMap<String, BTreeMap<String, Vec<String>>> = serde_json::from_slice(bytes).map_err(|e| {
+        json_error(file, e, "a framework → SCF index ({\"framework\": {\"requirement\": [\"ABC-01\"]}})")
+    })?;
     let mut out = Vec::new();
     for (framework, reqs) in index {
         for (req, ids) in reqs {
@@ -648,7 +666,11 @@ enum Checks {
 
 fn parse_check_mapping(file: &str, bytes: &[u8]) -> Result<Vec<CheckRequirement>, CatalogError> {
     let f: CheckFile = serde_json::from_slice(bytes).map_err(|e| {
-        json_error(file, e, "a check → requirement file ({\"Framework\", \"Version\", \"Requirements\": [{\"Id\", \"Checks\"}]})")
+        json_error(
+            file,
+            e,
+            "a check → requirement file ({\"Framework\", \"Version\", \"Requirements\": [{\"Id\", \"Checks\"}]})",
+        )
     })?;
     // The key the tool writes in its findings: `Framework-Version` (Prowler: `NIST-CSF-2.0`).
     let framework = match f.version.as_deref().map(str::trim).filter(|v| !v.is_empty()) {

@@ -25,9 +25,9 @@ const MIN_DOMAIN_SCORE: f64 = 3.0;
 
 const FUNCTION_WORDS: &[&str] = &[
     "the", "and", "for", "with", "that", "this", "from", "are", "was", "were", "has", "have", "not", "all", "any",
-    "its", "into", "onto", "their", "there", "which", "who", "whom", "when", "where", "what", "been", "being",
-    "than", "then", "such", "other", "each", "per", "via", "does", "should", "must", "may", "can", "will",
-    "shall", "is", "be", "by", "of", "to", "in", "on", "or", "an", "as", "at", "it", "no", "if",
+    "its", "into", "onto", "their", "there", "which", "who", "whom", "when", "where", "what", "been", "being", "than",
+    "then", "such", "other", "each", "per", "via", "does", "should", "must", "may", "can", "will", "shall", "is", "be",
+    "by", "of", "to", "in", "on", "or", "an", "as", "at", "it", "no", "if",
 ];
 
 /// The stem of a word: lower case, a plural or verb ending dropped, a doubled final consonant undone,
@@ -117,7 +117,12 @@ pub enum KeywordMatch {
     /// Controls (index into the matcher's control list) with their scores and the shared stems.
     Controls(Vec<(usize, f64, Vec<String>)>),
     /// No control matched well enough; the domain (its anchor control's index) with the shared stems.
-    Domain { domain: String, anchor: usize, score: f64, terms: Vec<String> },
+    Domain {
+        domain: String,
+        anchor: usize,
+        score: f64,
+        terms: Vec<String>,
+    },
     None,
 }
 

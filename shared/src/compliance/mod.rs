@@ -82,7 +82,10 @@ mod tests {
         let env = Env::from_map([("CSPM_COMPLIANCE_SYNC_HOURS", "0"), ("CSPM_COMPLIANCE_DEFAULT_THRESHOLD", "101")]);
         let _ = ComplianceSettings::load(&env);
         let err = env.finish(()).expect_err("refused").to_string();
-        assert!(err.contains("CSPM_COMPLIANCE_SYNC_HOURS") && err.contains("CSPM_COMPLIANCE_DEFAULT_THRESHOLD"), "{err}");
+        assert!(
+            err.contains("CSPM_COMPLIANCE_SYNC_HOURS") && err.contains("CSPM_COMPLIANCE_DEFAULT_THRESHOLD"),
+            "{err}"
+        );
         for k in COMPLIANCE_KEYS {
             assert!(crate::settings::FLEET_CSPM_KEYS.contains(&k.name), "{} missing from FLEET_CSPM_KEYS", k.name);
         }

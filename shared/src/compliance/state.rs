@@ -151,9 +151,7 @@ impl Tally {
                 ),
             ),
             (f, 0, _) => (ControlState::NotImplemented, format!("{} and none passing", n(f, "failing"))),
-            (f, p, _) if f > 0 => {
-                (ControlState::Partial, format!("{} and {}", n(f, "failing"), n(p, "passing")))
-            }
+            (f, p, _) if f > 0 => (ControlState::Partial, format!("{} and {}", n(f, "failing"), n(p, "passing"))),
             (_, p, 0) => (ControlState::Implemented, format!("{} and none failing", n(p, "passing"))),
             (_, p, u) => (
                 ControlState::Partial,

@@ -76,16 +76,53 @@ pub struct ControlDoc {
     pub terms: Vec<Term>,
     /// Framework keys it is mapped to (for scores).
     pub framework_keys: Vec<String>,
-    /// (framework, requirement, relationship) pairs.
-    pub crosswalk: Vec<CrosswalkRow>,
+    /// The framework requirements it covers, grouped by framework (a catalog has up to ~100 per control).
+    pub crosswalk: Vec<CrosswalkGroup>,
 }
 
+/// A control's requirements of one framework. `relationships`, when the crosswalk has them, goes with
+/// `requirements` position by position (empty string: none).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CrosswalkRow {
+pub struct CrosswalkGroup {
     pub framework: String,
-    pub requirement: String,
-    #[serde(default)]
-    pub relationship: Option<String>,
+    pub requirements: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relationships: Vec<String>,
+}
+
+impl CrosswalkGroup {
+    /// (requirement, relationship) pairs.
+    pub fn rows(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        self.requirements
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.as_str(), self.relationships.get(i).map(String::as_str).filter(|s| !s.is_empty())))
+    }
+}
+
+fn group_rows(pairs: &[&super::catalog::CrosswalkPair]) -> Vec<CrosswalkGroup> {
+    let mut groups: Vec<CrosswalkGroup> = Vec::new();
+    for p in pairs {
+        let idx = match groups.iter().position(|g| g.framework == p.framework) {
+            Some(i) => i,
+            None => {
+                groups.push(CrosswalkGroup {
+                    framework: p.framework.clone(),
+                    requirements: Vec::new(),
+                    relationships: Vec::new(),
+                });
+                groups.len() - 1
+            }
+        };
+        groups[idx].requirements.push(p.requirement.clone());
+        groups[idx].relationships.push(p.relationship.clone().unwrap_or_default());
+    }
+    for g in &mut groups {
+        if g.relationships.iter().all(String::is_empty) {
+            g.relationships.clear();
+        }
+    }
+    groups
 }
 
 /// Stores a validated catalog as a new version and makes it the current one. Returns its record and the
@@ -101,7 +138,12 @@ pub async fn store_catalog(
     let frameworks: Vec<FrameworkInfo> = catalog
         .framework_summary()
         .into_iter()
-        .map(|(name, r, n)| FrameworkInfo { key: framework_key(&name), name, requirements: r as i64, controls: n as i64 })
+        .map(|(name, r, n)| FrameworkInfo {
+            key: framework_key(&name),
+            name,
+            requirements: r as i64,
+            controls: n as i64,
+        })
         .collect();
     let record = CatalogRecord {
         id: id.clone(),
@@ -128,17 +170,13 @@ pub async fn store_catalog(
         })
         .collect();
     let terms = keywords::control_terms(&texts);
-    let mut crosswalk: HashMap<&str, Vec<CrosswalkRow>> = HashMap::new();
+    let mut crosswalk: HashMap<&str, Vec<&super::catalog::CrosswalkPair>> = HashMap::new();
     for p in &catalog.crosswalk {
-        crosswalk.entry(p.scf_id.as_str()).or_default().push(CrosswalkRow {
-            framework: p.framework.clone(),
-            requirement: p.requirement.clone(),
-            relationship: p.relationship.clone(),
-        });
+        crosswalk.entry(p.scf_id.as_str()).or_default().push(p);
     }
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     for (control, terms) in catalog.controls.iter().zip(terms) {
-        let rows = crosswalk.remove(control.scf_id.as_str()).unwrap_or_default();
+        let rows = group_rows(&crosswalk.remove(control.scf_id.as_str()).unwrap_or_default());
         let mut keys: Vec<String> = rows.iter().map(|r| framework_key(&r.framework)).collect();
         keys.sort();
         keys.dedup();
@@ -263,7 +301,7 @@ pub async fn mapper_input(db: &Mongo, catalog: &CatalogId) -> StoreResult<(Vec<M
         #[serde(default)]
         terms: Vec<Term>,
         #[serde(default)]
-        crosswalk: Vec<CrosswalkRow>,
+        crosswalk: Vec<CrosswalkGroup>,
     }
     let mut controls = Vec::new();
     while let Some(d) = cursor.try_next().await? {
@@ -272,7 +310,13 @@ pub async fn mapper_input(db: &Mongo, catalog: &CatalogId) -> StoreResult<(Vec<M
             scf_id: r.scf_id,
             domain: r.domain,
             terms: r.terms,
-            crosswalk: r.crosswalk.into_iter().map(|c| (c.framework, c.requirement, c.relationship)).collect(),
+            crosswalk: r
+                .crosswalk
+                .iter()
+                .flat_map(|g| {
+                    g.rows().map(|(req, rel)| (g.framework.clone(), req.to_string(), rel.map(str::to_string)))
+                })
+                .collect(),
         });
     }
     controls.sort_by(|a, b| super::normalize::scf_order(&a.scf_id, &b.scf_id));
@@ -419,10 +463,7 @@ pub async fn write_derived(db: &Mongo, team: &TeamId, job: &SyncJobId, derived: 
                 "upsert": true,
             }));
         }
-        let reply = db
-            .compliance
-            .command(doc! { "update": coll.name(), "updates": updates, "ordered": false })
-            .await?;
+        let reply = db.compliance.command(doc! { "update": coll.name(), "updates": updates, "ordered": false }).await?;
         if let Ok(errors) = reply.get_array("writeErrors")
             && !errors.is_empty()
         {
@@ -611,4 +652,3 @@ pub async fn scores(
     rows.sort_by(|a, b| a.framework.cmp(&b.framework));
     Ok(rows)
 }
-

@@ -173,8 +173,13 @@ pub async fn claim(
             .await
             .map_err(StoreError::from)?;
         if won.is_some() {
-            let claimed =
-                ClaimedSync { job_id: id.clone(), team: team.clone(), catalog_id: catalog.clone(), lease_token: token(), started_at: now };
+            let claimed = ClaimedSync {
+                job_id: id.clone(),
+                team: team.clone(),
+                catalog_id: catalog.clone(),
+                lease_token: token(),
+                started_at: now,
+            };
             let mut job = bson::serialize_to_document(&SyncJob {
                 id,
                 team_id: team.clone(),
@@ -221,7 +226,10 @@ pub async fn claim(
             .await
             .map_err(StoreError::from)?;
         c.teams
-            .update_one(doc! { "_id": team, "active_job_id": &active }, doc! { "$set": { "active_job_id": Bson::Null } })
+            .update_one(
+                doc! { "_id": team, "active_job_id": &active },
+                doc! { "$set": { "active_job_id": Bson::Null } },
+            )
             .await
             .map_err(StoreError::from)?;
     }
@@ -256,7 +264,9 @@ pub async fn run(db: &Mongo, claimed: ClaimedSync) -> Result<SyncResult, String>
             team.id = %claimed.team, job.id = %claimed.job_id, findings = r.findings_read,
             duration_ms = r.duration_ms, "compliance sync completed"
         ),
-        Err(e) => tracing::warn!(team.id = %claimed.team, job.id = %claimed.job_id, error = %e, "compliance sync failed"),
+        Err(e) => {
+            tracing::warn!(team.id = %claimed.team, job.id = %claimed.job_id, error = %e, "compliance sync failed")
+        }
     }
     outcome
 }
@@ -297,18 +307,24 @@ async fn finish(db: &Mongo, claimed: &ClaimedSync, outcome: &Result<SyncResult, 
     };
     let ended = c
         .sync_jobs
-        .update_one(doc! { "_id": &claimed.job_id, "lease_token": &claimed.lease_token, "status": "running" }, doc! { "$set": set })
+        .update_one(
+            doc! { "_id": &claimed.job_id, "lease_token": &claimed.lease_token, "status": "running" },
+            doc! { "$set": set },
+        )
         .await?;
     if ended.matched_count == 0 {
         // Another process declared it abandoned meanwhile; what it recorded stands.
         return Ok(());
     }
-    let mut team_set = doc! { "active_job_id": Bson::Null, "last_job_id": &claimed.job_id, "last_attempt_at": claimed.started_at };
+    let mut team_set =
+        doc! { "active_job_id": Bson::Null, "last_job_id": &claimed.job_id, "last_attempt_at": claimed.started_at };
     if outcome.is_ok() {
         team_set.insert("last_completed_job_id", &claimed.job_id);
         team_set.insert("last_sync_started_at", claimed.started_at);
     }
-    c.teams.update_one(doc! { "_id": &claimed.team, "active_job_id": &claimed.job_id }, doc! { "$set": team_set }).await?;
+    c.teams
+        .update_one(doc! { "_id": &claimed.team, "active_job_id": &claimed.job_id }, doc! { "$set": team_set })
+        .await?;
     Ok(())
 }
 
@@ -392,7 +408,14 @@ async fn compute_and_write(db: &Mongo, claimed: &ClaimedSync) -> StoreResult<Syn
         .filter(|(_, a)| a.tally.total() > 0)
         .map(|(i, a)| {
             let (state, reason) = a.tally.derive();
-            Derived { scf_id: mapper.controls[i].scf_id.clone(), state, reason, tally: a.tally, evidence: a.evidence, paths: a.paths }
+            Derived {
+                scf_id: mapper.controls[i].scf_id.clone(),
+                state,
+                reason,
+                tally: a.tally,
+                evidence: a.evidence,
+                paths: a.paths,
+            }
         })
         .collect();
     result.controls_with_evidence = derived.len() as i64;
@@ -423,7 +446,11 @@ fn compliance_of(d: &Document) -> BTreeMap<String, Vec<String>> {
 
 /// A sync of the team, run here and now (the scheduler's entry point): claims it, runs it, and returns
 /// its job id and result; `Ok(None)` when one is already running elsewhere (its id is logged).
-pub async fn sync_team(db: &Mongo, team: &TeamId, trigger: SyncTrigger) -> Result<Option<(SyncJobId, Result<SyncResult, String>)>, SyncError> {
+pub async fn sync_team(
+    db: &Mongo,
+    team: &TeamId,
+    trigger: SyncTrigger,
+) -> Result<Option<(SyncJobId, Result<SyncResult, String>)>, SyncError> {
     match claim(db, team, trigger, None).await? {
         SyncStart::Claimed(c) => {
             let id = c.job_id.clone();

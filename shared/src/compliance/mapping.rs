@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::catalog::CheckRequirement;
 use super::keywords::{KeywordMatch, Matcher, Term};
-use super::normalize::{framework_key, requirement_key};
+use super::normalize::{self, framework_key, requirement_key};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -68,6 +68,13 @@ pub struct FindingText<'a> {
     pub compliance: &'a BTreeMap<String, Vec<String>>,
 }
 
+/// A requirement of a tool's check file: the framework as the tool writes it, the id, the file.
+struct CheckRef {
+    framework: String,
+    id: String,
+    source: String,
+}
+
 struct Target {
     control: usize,
     framework: String,
@@ -79,8 +86,8 @@ struct Target {
 pub struct Mapper {
     pub controls: Vec<MapperControl>,
     crosswalk: HashMap<(String, String), Vec<Target>>,
-    /// Tool check → (framework as the tool writes it, requirement id, requirement name, file).
-    checks: HashMap<String, Vec<(String, String, Option<String>, String)>>,
+    /// Tool check → the requirements the tool's files list for it.
+    checks: HashMap<String, Vec<CheckRef>>,
     /// (framework key, requirement key of the tool's id) → the requirement's name (Prowler NIST ids).
     names: HashMap<(String, String), String>,
     matcher: Matcher,
@@ -103,19 +110,18 @@ impl Mapper {
                 });
             }
         }
-        let mut by_check: HashMap<String, Vec<(String, String, Option<String>, String)>> = HashMap::new();
+        let mut by_check: HashMap<String, Vec<CheckRef>> = HashMap::new();
         let mut names = HashMap::new();
         for r in checks {
             if let Some(name) = &r.name {
                 names.insert((framework_key(&r.framework), requirement_key(&r.id)), name.clone());
             }
             for c in &r.checks {
-                by_check.entry(c.clone()).or_default().push((
-                    r.framework.clone(),
-                    r.id.clone(),
-                    r.name.clone(),
-                    r.source.clone(),
-                ));
+                by_check.entry(c.clone()).or_default().push(CheckRef {
+                    framework: r.framework.clone(),
+                    id: r.id.clone(),
+                    source: r.source.clone(),
+                });
             }
         }
         let matcher = Matcher::new(&controls.iter().map(|c| (c.domain.clone(), c.terms.clone())).collect::<Vec<_>>());
@@ -147,8 +153,8 @@ impl Mapper {
             }
         }
         if let Some(list) = self.checks.get(f.rule_id) {
-            for (fw, id, _, source) in list {
-                reqs.push((fw.clone(), id.clone(), format!("{source} (check {})", f.rule_id)));
+            for c in list {
+                reqs.push((c.framework.clone(), c.id.clone(), format!("{} (check {})", c.source, f.rule_id)));
             }
         }
         let mut tried: HashSet<(String, String)> = HashSet::new();
@@ -156,21 +162,30 @@ impl Mapper {
             let fk = framework_key(fw);
             // The id itself, then its name when the tool's file gives one (Prowler's NIST `oc_1` is
             // `GV.OC-1`).
-            let mut spellings = vec![id.clone()];
+            let mut spellings = vec![(fk.clone(), id.clone())];
             if let Some(name) = self.names.get(&(fk.clone(), requirement_key(id))) {
-                spellings.push(name.clone());
+                spellings.push((fk.clone(), name.clone()));
             }
-            for spelling in spellings {
+            // Then what the requirement goes by in another framework (ISO 27001 Annex A = ISO 27002).
+            if let Some(alias) = normalize::requirement_alias(&fk, id) {
+                spellings.push(alias);
+            }
+            let mut hit = false;
+            for (sfk, spelling) in spellings {
+                if hit && sfk != fk {
+                    break;
+                }
                 let rk = requirement_key(&spelling);
-                if !tried.insert((fk.clone(), rk.clone())) {
+                if !tried.insert((sfk.clone(), rk.clone())) {
                     continue;
                 }
-                let Some(targets) = self.crosswalk.get(&(fk.clone(), rk)) else { continue };
+                let Some(targets) = self.crosswalk.get(&(sfk, rk)) else { continue };
+                hit = true;
                 for t in targets {
                     if !seen.insert(t.control) {
                         continue;
                     }
-                    let via = if spelling == *id { String::new() } else { format!(" (named {spelling})") };
+                    let via = if spelling == *id { String::new() } else { format!(" (as {spelling})") };
                     let rel = t.relationship.as_deref().map(|r| format!(", {r}")).unwrap_or_default();
                     out.push(Mapping {
                         control: t.control,
@@ -281,6 +296,22 @@ mod tests {
         assert_eq!(got.len(), 1, "{got:?}");
         assert_eq!(got[0].control, 1);
         assert!(got[0].explanation.contains("iso.json"), "{got:?}");
+    }
+
+    #[test]
+    fn iso_27001_annex_a_meets_a_catalog_that_maps_27002_only() {
+        let controls = vec![MapperControl {
+            scf_id: "ABC-03".into(),
+            domain: "Alpha".into(),
+            terms: Vec::new(),
+            crosswalk: vec![("iso_27002_2022".into(), "8.3".into(), None)],
+        }];
+        let mut m = Mapper::new(controls, &[]);
+        let compliance = BTreeMap::from([("ISO27001-2022".to_string(), vec!["A.8.3".to_string()])]);
+        let f = FindingText { tool: "prowler", rule_id: "c", title: "t", service: None, compliance: &compliance };
+        let got = m.map(&f);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].explanation.contains("iso_27002_2022 8.3"), "{got:?}");
     }
 
     #[test]

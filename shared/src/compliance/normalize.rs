@@ -22,6 +22,22 @@ pub const FRAMEWORK_ALIASES: &[(&str, &str)] = &[
     ("pcidssv40", "pcidss40"),
 ];
 
+/// Requirements one framework lists under another's numbers, as (framework key, requirement prefix,
+/// framework key): ISO/IEC 27001:2022 Annex A lists the controls of ISO/IEC 27002:2022 by their numbers
+/// (`A.8.3` is 27002's `8.3`), and some catalogs map only 27002's. Tried when the id itself has no
+/// crosswalk.
+pub const REQUIREMENT_ALIASES: &[(&str, &str, &str)] = &[("iso270012022", "A.", "iso270022022")];
+
+/// The other (framework key, requirement) a requirement goes by, per [`REQUIREMENT_ALIASES`].
+pub fn requirement_alias(framework_key: &str, requirement: &str) -> Option<(String, String)> {
+    let upper = requirement.trim().to_ascii_uppercase();
+    REQUIREMENT_ALIASES.iter().find_map(|(fk, prefix, to)| {
+        (*fk == framework_key)
+            .then(|| upper.strip_prefix(prefix).map(|rest| (to.to_string(), rest.to_string())))
+            .flatten()
+    })
+}
+
 /// The comparison form of a framework name: its ASCII letters and digits, lower case, then aliased.
 pub fn framework_key(name: &str) -> String {
     let compact: String = name.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect();
@@ -117,6 +133,14 @@ mod tests {
         // A CIS benchmark (Prowler's `CIS-5.0` is the AWS Foundations Benchmark) is not the Controls.
         assert_ne!(framework_key("CIS-5.0"), framework_key("cis-controls-v8"));
         assert_ne!(framework_key("cis_csc_8.1_ig1"), framework_key("cis_csc_8.1"));
+    }
+
+    #[test]
+    fn iso_27001_annex_a_goes_by_27002_numbers() {
+        let fk = framework_key("ISO27001-2022");
+        assert_eq!(requirement_alias(&fk, "A.8.3"), Some((framework_key("iso_27002_2022"), "8.3".into())));
+        assert_eq!(requirement_alias(&fk, "5.1"), None, "a clause is not an Annex A control");
+        assert_eq!(requirement_alias(&framework_key("NIST-CSF-2.0"), "A.1"), None);
     }
 
     #[test]

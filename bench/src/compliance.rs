@@ -66,8 +66,20 @@ const OTHER_TITLES: &[&str] = &[
     "Multi-factor authentication is not enforced for privileged users",
 ];
 
-pub async fn run(uri: &str, prefix: &str, fixtures: &Path, count: usize) -> anyhow::Result<()> {
+/// `sync_only`: the catalog and the team's findings are already stored (by an earlier run of this
+/// command, which prints the team): only the sync, in this fresh process, so that its memory is the
+/// sync's alone.
+pub async fn run(
+    uri: &str,
+    prefix: &str,
+    fixtures: &Path,
+    count: usize,
+    sync_only: Option<TeamId>,
+) -> anyhow::Result<()> {
     let mongo = Mongo::connect(uri, prefix, "cspm-bench", std::time::Duration::from_secs(10)).await?;
+    if let Some(team) = sync_only {
+        return sync_once(&mongo, &team).await;
+    }
     mongo.ensure_indexes().await?;
     let mut uploads = vec![
         read(fixtures, PartKind::Catalog, "scf/security-controls-mcp/scf-controls.json")?,
@@ -151,18 +163,21 @@ pub async fn run(uri: &str, prefix: &str, fixtures: &Path, count: usize) -> anyh
         upsert_batch(&mongo, &scope, &batch).await?;
     }
     println!(
-        "{{\"phase\":\"compliance_findings\",\"findings\":{count},\"store_seconds\":{:.3}}}",
+        "{{\"phase\":\"compliance_findings\",\"team\":\"{team}\",\"findings\":{count},\"store_seconds\":{:.3}}}",
         t.elapsed().as_secs_f64()
     );
+    sync_once(&mongo, &team).await
+}
 
+async fn sync_once(mongo: &Mongo, team: &TeamId) -> anyhow::Result<()> {
     // The sync's own peak: reset the high-water mark first.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let (rss_before, _) = rss_mib();
-    let SyncStart::Claimed(claimed) = sync::claim(&mongo, &team, SyncTrigger::Manual, None).await? else {
+    let SyncStart::Claimed(claimed) = sync::claim(mongo, team, SyncTrigger::Manual, None).await? else {
         anyhow::bail!("a sync of the bench team is already running");
     };
     let t = Instant::now();
-    let result = sync::run(&mongo, claimed).await.map_err(|e| anyhow::anyhow!(e))?;
+    let result = sync::run(mongo, claimed).await.map_err(|e| anyhow::anyhow!(e))?;
     let secs = t.elapsed().as_secs_f64();
     let (rss_after, peak) = rss_mib();
     println!(

@@ -96,6 +96,9 @@ enum Cmd {
         /// The fixtures directory (the operator's SCF files and Prowler's check files).
         #[arg(long, env = "CSPM_FIXTURES_DIR", default_value = "/work/shared/fixtures")]
         fixtures: std::path::PathBuf,
+        /// Only sync this team (stored by an earlier run, which prints it), in a fresh process.
+        #[arg(long)]
+        sync_only: Option<cspm_shared::ids::TeamId>,
     },
     /// Findings per second through the worker's write path (batched upserts, lifecycle, occurrences).
     Persist {
@@ -150,8 +153,8 @@ async fn main() -> anyhow::Result<()> {
     if let Cmd::Persist { count, batch, cve_every } = cli.cmd {
         return ingest::persist(&cli.mongodb_uri, &cli.db_prefix, count, batch.max(1), cve_every).await;
     }
-    if let Cmd::Compliance { findings, fixtures } = &cli.cmd {
-        return compliance::run(&cli.mongodb_uri, &cli.db_prefix, fixtures, *findings).await;
+    if let Cmd::Compliance { findings, fixtures, sync_only } = &cli.cmd {
+        return compliance::run(&cli.mongodb_uri, &cli.db_prefix, fixtures, *findings, sync_only.clone()).await;
     }
     cspm_shared::artifacts::install_tls_provider();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(120)).pool_max_idle_per_host(64).build()?;

@@ -215,13 +215,9 @@ pub fn assemble(uploads: &[Upload]) -> Result<Catalog, CatalogError> {
     catalog.controls = merge_controls(control_sets, &mut catalog.warnings)?;
     let known: HashSet<&str> = catalog.controls.iter().map(|c| c.scf_id.as_str()).collect();
     catalog.crosswalk = resolve_pairs(raw_pairs, &known, &mut catalog.warnings);
-    catalog.crosswalk.sort_by(|a, b| {
-        (framework_key(&a.framework), requirement_key(&a.requirement), &a.scf_id).cmp(&(
-            framework_key(&b.framework),
-            requirement_key(&b.requirement),
-            &b.scf_id,
-        ))
-    });
+    catalog
+        .crosswalk
+        .sort_by_cached_key(|p| (framework_key(&p.framework), requirement_key(&p.requirement), p.scf_id.clone()));
     Ok(catalog)
 }
 

@@ -86,6 +86,8 @@ async fn import_bytes(app: &TestApi, token: &str, parts: &[(&str, String, Vec<u8
         .post(app.api.url("/api/common-controls/import-scf"))
         .bearer_auth(token)
         .header("content-type", ctype)
+        // A whole catalog on a busy test server: more than the client's default minute.
+        .timeout(std::time::Duration::from_secs(300))
         .body(body);
     app.api.raw(req).await
 }

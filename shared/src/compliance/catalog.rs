@@ -784,7 +784,7 @@ mod tests {
         let e = bad(PartKind::Catalog, "broken.yaml", "objects:\n  framework: [unclosed\n");
         assert!(e.starts_with("broken.yaml: not a valid YAML library"), "{e}");
         assert!(e.contains("line"), "{e}");
-        let e = bad(PartKind::Catalog, "cut.json", "{\"controls\": [{\"id\": \"GOV-01\", \"dom");
+        let e = bad(PartKind::Catalog, "cut.json", "{\"controls\": [{\"id\": \"XYZ-01\", \"dom");
         assert!(e.contains("cut.json") && e.contains("line 1"), "{e}");
         let e = bad(PartKind::Catalog, "ids.json", r#"{"controls":[{"id":"not an id","domain":"D"}]}"#);
         assert!(e.contains("not an SCF control id"), "{e}");

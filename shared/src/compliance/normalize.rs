@@ -72,7 +72,7 @@ pub fn requirement_key(id: &str) -> String {
 }
 
 /// Whether a string has the shape of an SCF control id: 2–5 capital letters, `-`, two digits, then
-/// optional `.n` enhancements (`IAC-06`, `GOV-01.1`). A format check, not a list of controls.
+/// optional `.n` enhancements (`ABC-06`, `XYZ-01.1`). A format check, not a list of controls.
 pub fn is_scf_id(id: &str) -> bool {
     let Some((domain, rest)) = id.split_once('-') else { return false };
     if !(2..=5).contains(&domain.len()) || !domain.bytes().all(|b| b.is_ascii_uppercase()) {
@@ -86,18 +86,18 @@ pub fn is_scf_id(id: &str) -> bool {
     parts.all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// An SCF id as the catalog writes it, from any case (`iac-06` → `IAC-06`).
+/// An SCF id as the catalog writes it, from any case (`abc-06` → `ABC-06`).
 pub fn scf_id(raw: &str) -> Option<String> {
     let id = raw.trim().to_ascii_uppercase();
     is_scf_id(&id).then_some(id)
 }
 
-/// The domain code of an SCF id (`IAC-06.1` → `IAC`).
+/// The domain code of an SCF id (`ABC-06.1` → `ABC`).
 pub fn domain_code(scf_id: &str) -> &str {
     scf_id.split('-').next().unwrap_or(scf_id)
 }
 
-/// Orders SCF ids as people read them: `IAC-06` before `IAC-06.1` before `IAC-10`.
+/// Orders SCF ids as people read them: `ABC-06` before `ABC-06.1` before `ABC-10`.
 pub fn scf_order(a: &str, b: &str) -> std::cmp::Ordering {
     fn parts(id: &str) -> (&str, Vec<u32>) {
         let (d, rest) = id.split_once('-').unwrap_or((id, ""));
@@ -145,20 +145,20 @@ mod tests {
 
     #[test]
     fn scf_ids_are_recognised_by_shape() {
-        for ok in ["IAC-06", "GOV-01.1", "AAT-10.12", "NET-04.1.2"] {
+        for ok in ["ABC-06", "XYZ-01.1", "QRS-10.12", "LMN-04.1.2"] {
             assert!(is_scf_id(ok), "{ok}");
         }
-        for bad in ["", "IAC", "IAC-6", "iac-06", "I-06", "IAC-06.", "IAC-06.x", "GV.RM-01", "TOOLONG-01"] {
+        for bad in ["", "ABC", "ABC-6", "abc-06", "I-06", "ABC-06.", "ABC-06.x", "GV.RM-01", "TOOLONG-01"] {
             assert!(!is_scf_id(bad), "{bad}");
         }
-        assert_eq!(scf_id(" iac-06.1 ").as_deref(), Some("IAC-06.1"));
-        assert_eq!(domain_code("IAC-06.1"), "IAC");
+        assert_eq!(scf_id(" abc-06.1 ").as_deref(), Some("ABC-06.1"));
+        assert_eq!(domain_code("ABC-06.1"), "ABC");
     }
 
     #[test]
     fn scf_ids_sort_as_people_read_them() {
-        let mut ids = vec!["IAC-10", "IAC-06.1", "GOV-01", "IAC-06", "IAC-06.10", "IAC-06.2"];
+        let mut ids = vec!["ABC-10", "ABC-06.1", "XYZ-01", "ABC-06", "ABC-06.10", "ABC-06.2"];
         ids.sort_by(|a, b| scf_order(a, b));
-        assert_eq!(ids, vec!["GOV-01", "IAC-06", "IAC-06.1", "IAC-06.2", "IAC-06.10", "IAC-10"]);
+        assert_eq!(ids, vec!["ABC-06", "ABC-06.1", "ABC-06.2", "ABC-06.10", "ABC-10", "XYZ-01"]);
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use cspm_shared::artifacts::{ARTIFACT_KEYS, ArtifactSettings};
 use cspm_shared::auth::crypto::CredentialCipher;
+use cspm_shared::compliance::{COMPLIANCE_KEYS, ComplianceSettings};
 use cspm_shared::config::{ConfigError, Env, KeySpec};
 use cspm_shared::domain::native::TargetPolicy;
 use cspm_shared::domain::scan::Tool;
@@ -46,7 +47,15 @@ pub const API_KEYS: &[KeySpec] = &[
 
 /// Every key the API reads, for `--help` and the docs.
 pub fn all_keys() -> Vec<KeySpec> {
-    COMMON_KEYS.iter().chain(ARTIFACT_KEYS).chain(SCAN_KEYS).chain(KEV_KEYS).chain(API_KEYS).copied().collect()
+    COMMON_KEYS
+        .iter()
+        .chain(ARTIFACT_KEYS)
+        .chain(SCAN_KEYS)
+        .chain(KEV_KEYS)
+        .chain(API_KEYS)
+        .chain(COMPLIANCE_KEYS)
+        .copied()
+        .collect()
 }
 
 #[derive(Clone)]
@@ -69,6 +78,8 @@ pub struct ApiConfig {
     pub artifacts: ArtifactSettings,
     /// The KEV catalog: import limits and the source the status shows.
     pub kev: KevSettings,
+    /// The compliance engine (thresholds, the catalog upload's limit).
+    pub compliance: ComplianceSettings,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -127,6 +138,7 @@ impl ApiConfig {
             request_timeout: env.seconds("CSPM_REQUEST_TIMEOUT_SECS", 30, 1, 3600),
             artifacts: ArtifactSettings::load(&env),
             kev: KevSettings::load(&env),
+            compliance: ComplianceSettings::load(&env),
             common,
             cipher: cipher.unwrap_or_else(|| {
                 // Only reached when a problem was recorded; `finish` refuses the configuration.

@@ -88,6 +88,7 @@ impl Application {
 pub fn router(state: AppState, ops_state: OpsState) -> Router {
     let max_body = state.config.max_body_bytes;
     let api = routes::api_router()
+        .merge(routes::import_router(state.config.compliance.import_max_bytes))
         .route("/api/health", axum::routing::get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
@@ -105,7 +106,12 @@ pub fn router(state: AppState, ops_state: OpsState) -> Router {
 /// Per-request limits and headers: a time limit answered with a problem document, and headers that keep
 /// API answers out of caches and browsers' content sniffing.
 async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let limit: Duration = s.config.request_timeout;
+    let limit: Duration = if req.uri().path() == routes::IMPORT_SCF_PATH {
+        // A catalog import parses and stores several MB (a whole catalog version).
+        s.config.request_timeout.max(routes::compliance::IMPORT_TIME_LIMIT)
+    } else {
+        s.config.request_timeout
+    };
     let mut resp = match tokio::time::timeout(limit, next.run(req)).await {
         Ok(r) => r,
         Err(_) => {

@@ -10,7 +10,10 @@
 //!   per second and round trips per finding, first sight, seen again, and half resolved.
 //! - `containers`: the Docker runner's overhead per SubJob and how many containers run side by side
 //!   (the Docker engine only).
+//! - `compliance`: one compliance sync of a team with many findings against the full SCF catalog
+//!   imported from the fixtures (time and peak memory; the database only).
 
+mod compliance;
 mod containers;
 mod ingest;
 
@@ -86,6 +89,17 @@ enum Cmd {
         #[arg(long, default_value_t = 6)]
         parallel: usize,
     },
+    /// One compliance sync: `findings` findings against the catalog imported from the fixtures.
+    Compliance {
+        #[arg(long, default_value_t = 100_000)]
+        findings: usize,
+        /// The fixtures directory (the operator's SCF files and Prowler's check files).
+        #[arg(long, env = "CSPM_FIXTURES_DIR", default_value = "/work/shared/fixtures")]
+        fixtures: std::path::PathBuf,
+        /// Only sync this team (stored by an earlier run, which prints it), in a fresh process.
+        #[arg(long)]
+        sync_only: Option<cspm_shared::ids::TeamId>,
+    },
     /// Findings per second through the worker's write path (batched upserts, lifecycle, occurrences).
     Persist {
         #[arg(long, default_value_t = 20_000)]
@@ -139,6 +153,9 @@ async fn main() -> anyhow::Result<()> {
     if let Cmd::Persist { count, batch, cve_every } = cli.cmd {
         return ingest::persist(&cli.mongodb_uri, &cli.db_prefix, count, batch.max(1), cve_every).await;
     }
+    if let Cmd::Compliance { findings, fixtures, sync_only } = &cli.cmd {
+        return compliance::run(&cli.mongodb_uri, &cli.db_prefix, fixtures, *findings, sync_only.clone()).await;
+    }
     cspm_shared::artifacts::install_tls_provider();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(120)).pool_max_idle_per_host(64).build()?;
     let login: Value = http
@@ -154,7 +171,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Throughput { subjobs, runs } => throughput(&client, &mongo, subjobs, runs).await,
         Cmd::Latency { rate, count, per_run } => latency(&client, &mongo, rate, count, per_run.max(1)).await,
-        Cmd::Persist { .. } | Cmd::Parse { .. } | Cmd::Containers { .. } => Ok(()),
+        Cmd::Persist { .. } | Cmd::Parse { .. } | Cmd::Containers { .. } | Cmd::Compliance { .. } => Ok(()),
     }
 }
 

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use cspm_shared::artifacts::{ARTIFACT_KEYS, ArtifactSettings};
+use cspm_shared::compliance::{COMPLIANCE_KEYS, ComplianceSettings};
 use cspm_shared::config::{ConfigError, Env, KeySpec};
 use cspm_shared::domain::native::TargetPolicy;
 use cspm_shared::kev::{KEV_KEYS, KevSettings};
@@ -52,6 +53,7 @@ pub fn all_keys() -> Vec<KeySpec> {
         .chain(ARTIFACT_KEYS)
         .chain(SCAN_KEYS)
         .chain(KEV_KEYS)
+        .chain(COMPLIANCE_KEYS)
         .chain(SCHEDULE_KEYS)
         .chain(RETENTION_KEYS)
         .chain(SCHEDULER_KEYS)
@@ -76,6 +78,8 @@ pub struct SchedulerConfig {
     pub retention: RetentionSettings,
     /// The scheduled refresh of the KEV catalog.
     pub kev: KevSettings,
+    /// The compliance engine's syncs (every `CSPM_COMPLIANCE_SYNC_HOURS`, and after completed runs).
+    pub compliance: ComplianceSettings,
     pub housekeeping: Duration,
     pub keep_dead: u64,
     /// This replica's name (owner of the fires it handles).
@@ -97,6 +101,7 @@ impl SchedulerConfig {
             schedules: ScheduleSettings::load(&env),
             retention: RetentionSettings::load(&env),
             kev: KevSettings::load(&env),
+            compliance: ComplianceSettings::load(&env),
             housekeeping: env.seconds("CSPM_QUEUE_HOUSEKEEPING_SECS", 60, 1, 86_400),
             keep_dead: env.bounded("CSPM_QUEUE_KEEP_DEAD", 1000, 0, 1_000_000),
             name: format!("scheduler-{}-{}", std::process::id(), ulid::Ulid::generate()),

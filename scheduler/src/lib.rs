@@ -10,6 +10,8 @@
 //! - queue housekeeping: finished messages are removed from Redis, the dead-letter set trimmed;
 //! - KEV: the catalog is refreshed from `CSPM_KEV_URL` when due (conditional requests), and the
 //!   re-enrichment a new catalog needs is carried out;
+//! - compliance: every team's controls are synced with its findings every `CSPM_COMPLIANCE_SYNC_HOURS`
+//!   and after each completed run (one sync per team at a time, whichever replica claims it);
 //! - retention: old runs (with their SubJobs, records, artifacts, fires) and old fixed findings go;
 //! - schedules: due schedules start their scans, exactly once per fire across replicas, and scheduled
 //!   scans are followed to their end (`cspm_shared::scheduling`).
@@ -147,6 +149,13 @@ impl SchedulerApp {
                     async move { s.refresh_kev().await }
                 }
             })),
+            tokio::spawn(every(Duration::from_secs(60), stop_rx.clone(), {
+                let s = s.clone();
+                move || {
+                    let s = s.clone();
+                    async move { s.sync_compliance().await }
+                }
+            })),
             tokio::spawn(every(s.config.retention.interval, stop_rx.clone(), {
                 let s = s.clone();
                 move || {
@@ -185,6 +194,24 @@ struct Loops {
 }
 
 impl Loops {
+    /// Teams due for a compliance sync (interval passed, or a run completed since the last one).
+    async fn sync_compliance(&self) -> anyhow::Result<()> {
+        for done in cspm_shared::compliance::sync::sync_due_teams(&self.mongo, &self.config.compliance).await? {
+            match &done.ran {
+                Some((job, Ok(_))) => {
+                    self.metrics.count("compliance_synced", 1);
+                    tracing::info!(team.id = %done.team, job.id = %job, trigger = ?done.trigger, "compliance sync done");
+                }
+                Some((job, Err(e))) => {
+                    self.metrics.count("compliance_sync_failed", 1);
+                    tracing::warn!(team.id = %done.team, job.id = %job, error = %e, "compliance sync failed");
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
     async fn refresh_kev(&self) -> anyhow::Result<()> {
         use cspm_shared::kev::{self, RefreshOutcome};
         match kev::refresh_from_source(&self.mongo, &self.config.kev, &self.kev_http).await {

@@ -18,6 +18,8 @@ pub const CLOUD_SECURITY_DB: &str = "cspm_cloud_security";
 pub const NATIVE_SCANS_DB: &str = "native_scans";
 pub const VULNERABILITIES_DB: &str = "cspm_vulnerabilities";
 pub const THREAT_INTELLIGENCE_DB: &str = "cspm_threat_intelligence";
+/// The compliance engine: the SCF catalog and each team's control states (`crate::compliance`).
+pub const COMPLIANCE_DB: &str = "cspm_compliance";
 
 /// Handles to every collection the fleet uses. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -41,6 +43,8 @@ pub struct Mongo {
     pub kev_catalogs: Collection<Document>,
     pub kev_entries: Collection<Document>,
     pub kev_state: Collection<Document>,
+    /// The compliance engine's collections (`crate::compliance::store`).
+    pub compliance: ComplianceCollections,
     platform: Database,
     cloud_security: Database,
     orchestration: Database,
@@ -85,6 +89,7 @@ impl Mongo {
             kev_catalogs: threat_intelligence.collection("kev_catalogs"),
             kev_entries: threat_intelligence.collection("kev_vulnerabilities"),
             kev_state: threat_intelligence.collection("kev_state"),
+            compliance: ComplianceCollections::new(&db(COMPLIANCE_DB)),
             platform,
             cloud_security: cloud,
             orchestration,
@@ -140,6 +145,13 @@ impl Mongo {
     /// The indexes, as (collection, [(name, keys, unique)]); `docs/ARCHITECTURE.md` lists the same.
     #[allow(clippy::type_complexity)]
     fn index_specs(&self) -> Vec<(&Collection<Document>, Vec<(&'static str, Document, bool)>)> {
+        let mut specs = self.core_index_specs();
+        specs.extend(self.compliance.index_specs());
+        specs
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn core_index_specs(&self) -> Vec<(&Collection<Document>, Vec<(&'static str, Document, bool)>)> {
         vec![
             (&self.users, vec![("uniq_email", doc! { "email": 1 }, true)]),
             (&self.teams, vec![("uniq_name", doc! { "name": 1 }, true)]),
@@ -230,6 +242,60 @@ impl Mongo {
                     ("team_created", doc! { "team_id": 1, "created_at": -1 }, false),
                 ],
             ),
+        ]
+    }
+}
+
+/// The collections of `cspm_compliance`.
+#[derive(Clone, Debug)]
+pub struct ComplianceCollections {
+    /// One document per imported catalog version (`status`: `writing`, then `complete`).
+    pub catalogs: Collection<Document>,
+    /// Which catalog version is in force (`_id: "scf"`), flipped after a version is complete.
+    pub catalog_pointer: Collection<Document>,
+    /// The controls of every stored version (`_id`: catalog id and SCF id).
+    pub controls: Collection<Document>,
+    /// The tools' check → requirement rows of every stored version.
+    pub check_mappings: Collection<Document>,
+    /// A team's state of one control (`_id`: team and SCF id): derived state, evidence, override.
+    pub control_state: Collection<Document>,
+    /// One document per sync of a team.
+    pub sync_jobs: Collection<Document>,
+    /// Per team: the sync in progress (the one-at-a-time claim) and the last ones.
+    pub teams: Collection<Document>,
+    /// Per team and framework: the score threshold.
+    pub thresholds: Collection<Document>,
+    database: Database,
+}
+
+impl ComplianceCollections {
+    fn new(db: &Database) -> Self {
+        Self {
+            catalogs: db.collection("scf_catalogs"),
+            catalog_pointer: db.collection("scf_catalog_pointer"),
+            controls: db.collection("scf_controls"),
+            check_mappings: db.collection("check_mappings"),
+            control_state: db.collection("control_state"),
+            sync_jobs: db.collection("sync_jobs"),
+            teams: db.collection("compliance_teams"),
+            thresholds: db.collection("thresholds"),
+            database: db.clone(),
+        }
+    }
+
+    /// Runs a database command on `cspm_compliance` (batched writes).
+    pub async fn command(&self, command: Document) -> StoreResult<Document> {
+        Ok(self.database.run_command(command).await?)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn index_specs(&self) -> Vec<(&Collection<Document>, Vec<(&'static str, Document, bool)>)> {
+        vec![
+            (&self.controls, vec![("catalog_scf", doc! { "catalog_id": 1, "scf_id": 1 }, false)]),
+            (&self.check_mappings, vec![("catalog", doc! { "catalog_id": 1 }, false)]),
+            (&self.control_state, vec![("team_scf", doc! { "team_id": 1, "scf_id": 1 }, false)]),
+            (&self.sync_jobs, vec![("team_created", doc! { "team_id": 1, "created_at": -1 }, false)]),
+            (&self.thresholds, vec![("team", doc! { "team_id": 1 }, false)]),
         ]
     }
 }

@@ -122,6 +122,14 @@ prefixed_id!(
     /// A schedule: when to scan an account or a target without anyone pressing a button.
     ScheduleId, "sched_", "schedule"
 );
+prefixed_id!(
+    /// A version of the imported SCF catalog (the compliance engine).
+    CatalogId, "scfcat_", "catalog"
+);
+prefixed_id!(
+    /// One compliance sync of a team.
+    SyncJobId, "csync_", "compliance sync"
+);
 
 #[cfg(test)]
 mod tests {

@@ -4,6 +4,7 @@
 
 pub mod artifacts;
 pub mod auth;
+pub mod compliance;
 pub mod config;
 pub mod db;
 pub mod dispatch;

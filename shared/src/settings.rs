@@ -115,6 +115,10 @@ pub const FLEET_CSPM_KEYS: &[&str] = &[
     "CSPM_ZAP_PATH",
     "CSPM_SCAN_PATH_ROOTS",
     "CSPM_KEEP_FAILED_OUTPUT",
+    // compliance engine (api and scheduler: `compliance::COMPLIANCE_KEYS`)
+    "CSPM_COMPLIANCE_SYNC_HOURS",
+    "CSPM_COMPLIANCE_DEFAULT_THRESHOLD",
+    "CSPM_SCF_IMPORT_MAX_BYTES",
     // scheduler
     "CSPM_SCHEDULER_BIND",
     "CSPM_REAPER_INTERVAL_SECS",

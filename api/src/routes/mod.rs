@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod artifacts;
 pub mod auth;
+pub mod compliance;
 pub mod findings;
 pub mod native;
 pub mod scans;
@@ -39,6 +40,7 @@ pub fn api_router() -> Router<AppState> {
         .route("/api/cspm/findings", get(findings::list))
         .route("/api/cspm/findings/grouped", get(findings::grouped))
         .route("/api/cspm/findings/stats", get(findings::stats))
+        .route("/api/cspm/findings/compliance-scores", get(compliance::scores))
         .route("/api/cspm/findings/{id}", get(findings::get))
         .route("/api/cspm/findings/{id}/resolve", post(findings::resolve))
         .route("/api/cspm/findings/{id}/suppress", post(findings::suppress))
@@ -60,6 +62,25 @@ pub fn api_router() -> Router<AppState> {
         .route("/api/native-scans/results/{scan_id}", get(native::result))
         .route("/api/threat-intel/kev", get(threat_intel::kev_status))
         .route("/api/threat-intel/kev/import", post(threat_intel::kev_import))
+        .route("/api/common-controls/catalog", get(compliance::catalog))
+        .route("/api/common-controls/control/{scf_id}", get(compliance::control))
+        .route(
+            "/api/common-controls/control/{scf_id}/state",
+            put(compliance::set_state).delete(compliance::clear_state),
+        )
+        .route("/api/compliance-engine/sync", post(compliance::start_sync))
+        .route("/api/compliance-engine/sync/{job_id}", get(compliance::sync_job))
+        .route("/api/compliance-engine/status", get(compliance::status))
+        .route("/api/compliance-engine/thresholds", put(compliance::set_threshold))
+}
+
+pub const IMPORT_SCF_PATH: &str = "/api/common-controls/import-scf";
+
+/// The SCF catalog upload, with its own body limit (`CSPM_SCF_IMPORT_MAX_BYTES`: the catalog files are
+/// several MB; every other route keeps `CSPM_MAX_BODY_BYTES`).
+pub fn import_router(max_bytes: usize) -> Router<AppState> {
+    Router::new()
+        .route(IMPORT_SCF_PATH, post(compliance::import_scf).layer(axum::extract::DefaultBodyLimit::max(max_bytes)))
 }
 
 pub async fn not_found() -> ApiError {

@@ -68,6 +68,12 @@ pub enum Permission {
     /// Import threat-intelligence catalogs (CISA KEV): they change every team's findings, so only
     /// administrators may.
     ManageThreatIntel,
+    /// Read the compliance engine: catalog, control states, scores, syncs ("View assessments").
+    ViewAssessments,
+    /// Run compliance syncs and set framework thresholds ("Manage assessments").
+    ManageAssessments,
+    /// Import the SCF catalog and override control states (admin only in the seed's matrix).
+    AdministerCompliance,
 }
 
 impl Permission {
@@ -75,9 +81,11 @@ impl Permission {
     pub fn granted_to(self) -> &'static [Role] {
         use Role::*;
         match self {
-            Permission::ViewScans | Permission::ViewCloudAccounts => {
+            Permission::ViewScans | Permission::ViewCloudAccounts | Permission::ViewAssessments => {
                 &[SecurityManager, SecurityAnalyst, ComplianceOfficer, Auditor, Viewer]
             }
+            Permission::ManageAssessments => &[SecurityManager, SecurityAnalyst, ComplianceOfficer],
+            Permission::AdministerCompliance => &[],
             Permission::RunScans | Permission::ManageRisks => &[SecurityManager, SecurityAnalyst],
             Permission::ManageScans | Permission::ManageCloudAccounts => &[SecurityManager],
             Permission::ManageThreatIntel => &[],
@@ -93,6 +101,9 @@ impl Permission {
             Permission::ManageCloudAccounts => "manage_cloud_accounts",
             Permission::ManageRisks => "manage_risks",
             Permission::ManageThreatIntel => "manage_threat_intel",
+            Permission::ViewAssessments => "view_assessments",
+            Permission::ManageAssessments => "manage_assessments",
+            Permission::AdministerCompliance => "administer_compliance",
         }
     }
 }
@@ -114,6 +125,11 @@ mod tests {
         assert_eq!(risks, vec![Admin, SecurityManager, SecurityAnalyst]);
         let intel: Vec<Role> = Role::ALL.into_iter().filter(|r| r.can(ManageThreatIntel)).collect();
         assert_eq!(intel, vec![Admin]);
+        assert!(Role::ALL.into_iter().all(|r| r.can(ViewAssessments)));
+        let assess: Vec<Role> = Role::ALL.into_iter().filter(|r| r.can(ManageAssessments)).collect();
+        assert_eq!(assess, vec![Admin, SecurityManager, SecurityAnalyst, ComplianceOfficer]);
+        let admin: Vec<Role> = Role::ALL.into_iter().filter(|r| r.can(AdministerCompliance)).collect();
+        assert_eq!(admin, vec![Admin], "SCF import and overrides are admin-only");
     }
 
     #[test]

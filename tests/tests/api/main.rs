@@ -6,6 +6,7 @@ mod accounts;
 mod artifact_store;
 mod artifacts;
 mod auth;
+mod compliance;
 mod docs;
 mod findings;
 mod hygiene;

@@ -201,7 +201,7 @@ async fn delete_in_batches(
 /// Ends active runs that stopped moving: created more than `stuck_after` ago, and none of whose SubJobs
 /// started, finished or renewed a lease within it. Their SubJobs that are still waiting are failed with
 /// the reason (a running one with a live lease means the run is moving and is left alone), and the run
-/// is rolled up. Returns the runs ended.
+/// is rolled up. Returns the runs that ended.
 pub async fn end_stuck_runs(db: &Mongo, stuck_after: Duration, now: Timestamp, limit: i64) -> StoreResult<Vec<RunId>> {
     let cutoff = now.minus(stuck_after);
     let candidates: Vec<Document> = db
@@ -237,9 +237,14 @@ pub async fn end_stuck_runs(db: &Mongo, stuck_after: Duration, now: Timestamp, l
             stuck_after.as_secs() / 3600
         );
         let failed = subjobs::fail_waiting(db, &run, &reason).await?;
-        let status = runs::finalize(db, &run).await?;
-        tracing::warn!(run.id = %run, failed_sub_jobs = failed, status = ?status, "ended a stuck scan");
-        ended.push(run);
+        // A SubJob whose lease ran out is the reaper's to re-queue or fail; the run ends after it.
+        match runs::finalize(db, &run).await? {
+            Some(status) if status.is_terminal() => {
+                tracing::warn!(run.id = %run, failed_sub_jobs = failed, status = status.as_str(), "ended a stuck scan");
+                ended.push(run);
+            }
+            _ => tracing::warn!(run.id = %run, failed_sub_jobs = failed, "failed the waiting sub-jobs of a stuck scan"),
+        }
     }
     Ok(ended)
 }

@@ -431,14 +431,7 @@ impl Engine {
         let (stat, outcome) =
             if status == FireStatus::Failed { ("stats.failed", "failed") } else { ("stats.skipped", "skipped") };
         if let Some(s) = s {
-            schedules::count_once(
-                &self.db,
-                &s.id,
-                &format!("{}:closed", f.id),
-                doc! { stat: 1 },
-                doc! { "last_outcome": outcome, "last_outcome_at": now, "updated_at": now },
-            )
-            .await?;
+            self.record_outcome(&s.id, &format!("{}:closed", f.id), stat, outcome, now).await?;
         }
         let ended = status == FireStatus::Failed;
         if !schedules::set_fire(&self.db, &f.id, &self.me, status, Some(why), None, None, ended, now).await? {
@@ -454,6 +447,26 @@ impl Engine {
             tracing::info!(schedule.id = %f.schedule_id, fire = %f.id, reason = why, "scheduled scan skipped");
             Ok(Decision::Skipped)
         }
+    }
+
+    /// Counts a fire's end on its schedule once (`marker` names the fire and the step) and records it
+    /// as the schedule's last outcome.
+    async fn record_outcome(
+        &self,
+        schedule: &crate::ids::ScheduleId,
+        marker: &str,
+        stat: &str,
+        outcome: &str,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        schedules::count_once(
+            &self.db,
+            schedule,
+            marker,
+            doc! { stat: 1 },
+            doc! { "last_outcome": outcome, "last_outcome_at": now, "updated_at": now },
+        )
+        .await
     }
 
     /// Step 3: the end of scheduled scans, automatic pauses, and resumes after a successful manual scan.
@@ -497,14 +510,7 @@ impl Engine {
                     }
                 }
             };
-            schedules::count_once(
-                &self.db,
-                &f.schedule_id,
-                &format!("{}:outcome", f.id),
-                doc! { stat: 1 },
-                doc! { "last_outcome": outcome, "last_outcome_at": now, "updated_at": now },
-            )
-            .await?;
+            self.record_outcome(&f.schedule_id, &format!("{}:outcome", f.id), stat, outcome, now).await?;
             if schedules::finish_fire(&self.db, &f.id, status, reason.as_deref(), ended, now).await? {
                 r.finished += 1;
                 tracing::info!(schedule.id = %f.schedule_id, run.id = %run_id, outcome, "scheduled scan ended");

@@ -312,10 +312,7 @@ pub async fn update(
     let target_changed = body.target.is_some();
     if let Some(t) = body.target {
         doc.target = target(&s, &caller, t).await?;
-        doc.account_id = match &doc.target {
-            ScheduleTarget::CloudAccount { account_id, .. } => Some(account_id.clone()),
-            ScheduleTarget::Native { .. } => None,
-        };
+        doc.account_id = doc.target.account_id().cloned();
     }
     if target_changed || body.skip_if_scanned_within_hours.is_some() {
         doc.skip_if_scanned_within_secs = skip_window(&doc.target, body.skip_if_scanned_within_hours)?;

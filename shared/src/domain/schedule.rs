@@ -319,16 +319,18 @@ pub fn due(trigger: &Trigger, stored_next: Timestamp, now: Timestamp, catch_up_w
             passed = u32::try_from(steps + 1).unwrap_or(u32::MAX);
         }
         Trigger::Once { .. } => {}
-        Trigger::Cron { .. } => {
+        Trigger::Cron { expression } => {
+            // Parsed once for the walk below (`Trigger::next_after` parses at every call).
+            let Ok(cron) = Cron::parse(expression) else { return Due::Missed { missed: 1, next: None } };
             // Count the passed fires one by one up to a cap (a minutely cron down for a month has
             // 43,200); beyond it, walk only the catch-up window to find the latest.
             let mut t = stored_next;
             let mut steps: u32 = 0;
-            while let Some(n) = trigger.next_after(t).filter(|n| *n <= now) {
+            while let Some(n) = cron.next_after(t).filter(|n| *n <= now) {
                 if steps == MAX_COUNTED_MISSES {
                     let mut w = now.minus(catch_up_window).max(t);
                     let mut found = false;
-                    while let Some(n) = trigger.next_after(w).filter(|n| *n <= now) {
+                    while let Some(n) = cron.next_after(w).filter(|n| *n <= now) {
                         w = n;
                         found = true;
                     }

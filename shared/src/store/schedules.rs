@@ -38,6 +38,16 @@ pub enum ScheduleTarget {
     Native { tool: Tool, scan_type: String, spec: NativeSpec },
 }
 
+impl ScheduleTarget {
+    /// The cloud account scanned, if the target is one.
+    pub fn account_id(&self) -> Option<&AccountId> {
+        match self {
+            ScheduleTarget::CloudAccount { account_id, .. } => Some(account_id),
+            ScheduleTarget::Native { .. } => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ScheduleStatus {
@@ -235,10 +245,7 @@ pub fn new_schedule(
     by: Option<UserId>,
     now: Timestamp,
 ) -> ScheduleDoc {
-    let account_id = match &target {
-        ScheduleTarget::CloudAccount { account_id, .. } => Some(account_id.clone()),
-        ScheduleTarget::Native { .. } => None,
-    };
+    let account_id = target.account_id().cloned();
     let skip = match &target {
         ScheduleTarget::CloudAccount { scan_type, .. } => default_skip_window(*scan_type).map(|d| d.as_secs() as i64),
         ScheduleTarget::Native { .. } => None,

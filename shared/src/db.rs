@@ -27,6 +27,12 @@ pub struct Mongo {
     client: Client,
     pub users: Collection<Document>,
     pub teams: Collection<Document>,
+    /// Signed-in sessions (`crate::store::sessions`): a token is honoured only while its session is here.
+    pub sessions: Collection<Document>,
+    /// API keys for automation (`crate::store::api_keys`): hashes only, never the key.
+    pub api_keys: Collection<Document>,
+    /// The audit trail (`crate::store::audit`): insert-only.
+    pub audit: Collection<Document>,
     pub scan_runs: Collection<Document>,
     pub sub_jobs: Collection<Document>,
     /// Scan schedules and their fires (`crate::store::schedules`).
@@ -77,6 +83,9 @@ impl Mongo {
         Self {
             users: platform.collection("users"),
             teams: platform.collection("teams"),
+            sessions: platform.collection("sessions"),
+            api_keys: platform.collection("api_keys"),
+            audit: platform.collection("audit_log"),
             scan_runs: orchestration.collection("scan_runs"),
             sub_jobs: orchestration.collection("sub_jobs"),
             schedules: orchestration.collection("schedules"),
@@ -155,6 +164,26 @@ impl Mongo {
         vec![
             (&self.users, vec![("uniq_email", doc! { "email": 1 }, true)]),
             (&self.teams, vec![("uniq_name", doc! { "name": 1 }, true)]),
+            (
+                &self.sessions,
+                vec![("by_user", doc! { "user_id": 1, "created_at": -1 }, false), ("by_expiry", doc! { "expires_at": 1 }, false)],
+            ),
+            (
+                &self.api_keys,
+                vec![
+                    ("uniq_hash", doc! { "key_hash": 1 }, true),
+                    ("by_owner", doc! { "owner_id": 1, "created_at": -1 }, false),
+                    ("by_team", doc! { "team_id": 1, "created_at": -1 }, false),
+                ],
+            ),
+            (
+                &self.audit,
+                vec![
+                    ("by_team_time", doc! { "team_id": 1, "at": -1 }, false),
+                    ("by_actor_time", doc! { "actor_id": 1, "at": -1 }, false),
+                    ("by_time", doc! { "at": 1 }, false),
+                ],
+            ),
             (
                 &self.cloud_accounts,
                 vec![(

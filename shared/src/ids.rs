@@ -130,6 +130,18 @@ prefixed_id!(
     /// One compliance sync of a team.
     SyncJobId, "csync_", "compliance sync"
 );
+prefixed_id!(
+    /// A signed-in session. Tokens name it; it is checked on every request, so ending it takes effect at once.
+    SessionId, "sess_", "session"
+);
+prefixed_id!(
+    /// An API key (its id, not the secret: the secret is shown once and stored only as a hash).
+    ApiKeyId, "key_", "API key"
+);
+prefixed_id!(
+    /// One audit-trail event.
+    AuditId, "aud_", "audit event"
+);
 
 #[cfg(test)]
 mod tests {

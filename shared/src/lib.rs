@@ -3,6 +3,7 @@
 //! It knows nothing about HTTP routes or worker loops; the binaries build those on top of it.
 
 pub mod artifacts;
+pub mod audit;
 pub mod auth;
 pub mod compliance;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod ocsf;
 pub mod ops;
 pub mod orchestrate;
 pub mod queue;
+pub mod ratelimit;
 pub mod retention;
 pub mod scheduling;
 pub mod settings;

@@ -1,13 +1,16 @@
 //! The HTTP routes, one file per resource.
 
 pub mod accounts;
+pub mod api_keys;
 pub mod artifacts;
+pub mod audit;
 pub mod auth;
 pub mod compliance;
 pub mod findings;
 pub mod native;
 pub mod scans;
 pub mod schedules;
+pub mod teams;
 pub mod threat_intel;
 pub mod vulnerabilities;
 

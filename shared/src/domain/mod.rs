@@ -6,4 +6,5 @@ pub mod provider;
 pub mod role;
 pub mod scan;
 pub mod schedule;
+pub mod scope;
 pub mod severity;

@@ -5,6 +5,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::scope::Scope;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
@@ -74,6 +76,15 @@ pub enum Permission {
     ManageAssessments,
     /// Import the SCF catalog and override control states (admin only in the seed's matrix).
     AdministerCompliance,
+    /// Add, change and remove the members of the active team, end their sessions ("Manage team · manage
+    /// users"). Making someone an administrator needs [`Role::Admin`] besides.
+    ManageTeam,
+    /// Create teams (the creator becomes the new team's administrator).
+    CreateTeams,
+    /// List and revoke every API key of the team (admin only; anyone manages their own keys).
+    ManageTeamKeys,
+    /// Read the whole team's audit trail (admin only; members read their own events).
+    ViewTeamAudit,
 }
 
 impl Permission {
@@ -89,7 +100,45 @@ impl Permission {
             Permission::RunScans | Permission::ManageRisks => &[SecurityManager, SecurityAnalyst],
             Permission::ManageScans | Permission::ManageCloudAccounts => &[SecurityManager],
             Permission::ManageThreatIntel => &[],
+            Permission::ManageTeam => &[SecurityManager],
+            Permission::CreateTeams | Permission::ManageTeamKeys | Permission::ViewTeamAudit => &[],
         }
+    }
+
+    pub const ALL: [Permission; 14] = [
+        Permission::ViewScans,
+        Permission::RunScans,
+        Permission::ManageScans,
+        Permission::ViewCloudAccounts,
+        Permission::ManageCloudAccounts,
+        Permission::ManageRisks,
+        Permission::ManageThreatIntel,
+        Permission::ViewAssessments,
+        Permission::ManageAssessments,
+        Permission::AdministerCompliance,
+        Permission::ManageTeam,
+        Permission::CreateTeams,
+        Permission::ManageTeamKeys,
+        Permission::ViewTeamAudit,
+    ];
+
+    /// The API-key scope that stands for the permission, or `None` when no key may act on it (team and
+    /// membership administration is for people signed in).
+    pub fn key_scope(self) -> Option<Scope> {
+        Some(match self {
+            Permission::ViewScans => Scope::ScansRead,
+            Permission::RunScans => Scope::ScansTrigger,
+            Permission::ManageScans => Scope::ScansManage,
+            Permission::ViewCloudAccounts => Scope::CloudRead,
+            Permission::ManageCloudAccounts => Scope::CloudManage,
+            Permission::ManageRisks => Scope::RisksManage,
+            Permission::ManageThreatIntel => Scope::VulnerabilitiesManage,
+            Permission::ViewAssessments => Scope::AssessmentsRead,
+            Permission::ManageAssessments | Permission::AdministerCompliance => Scope::AssessmentsManage,
+            Permission::ManageTeamKeys => Scope::AdminKeys,
+            Permission::ViewTeamAudit => Scope::AdminAudit,
+            Permission::ManageTeam | Permission::CreateTeams => return None,
+        })
     }
 
     pub fn as_str(self) -> &'static str {
@@ -104,6 +153,10 @@ impl Permission {
             Permission::ViewAssessments => "view_assessments",
             Permission::ManageAssessments => "manage_assessments",
             Permission::AdministerCompliance => "administer_compliance",
+            Permission::ManageTeam => "manage_team",
+            Permission::CreateTeams => "create_teams",
+            Permission::ManageTeamKeys => "manage_team_keys",
+            Permission::ViewTeamAudit => "view_team_audit",
         }
     }
 }

@@ -1,11 +1,14 @@
 //! Stores: typed documents and the operations on them. Every query of a team's data takes the team.
 
 pub mod accounts;
+pub mod api_keys;
+pub mod audit;
 pub mod findings;
 pub mod occurrences;
 pub mod results;
 pub mod runs;
 pub mod schedules;
+pub mod sessions;
 pub mod subjobs;
 pub mod users;
 

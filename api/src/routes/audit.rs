@@ -1,0 +1,1 @@
+//! The audit trail: `GET /api/audit-trail`.

@@ -1,0 +1,1 @@
+//! Audit-trail events: redaction of request bodies and the event shape.

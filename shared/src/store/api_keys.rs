@@ -1,0 +1,1 @@
+//! API keys (`cspm_platform.api_keys`).

@@ -1,0 +1,1 @@
+//! The audit trail (`cspm_platform.audit_log`).

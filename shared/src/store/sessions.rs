@@ -1,0 +1,1 @@
+//! Signed-in sessions (`cspm_platform.sessions`).

@@ -3,6 +3,7 @@
 //! artifact store the API serves raw scanner output from.
 
 mod accounts;
+mod api_keys;
 mod artifact_store;
 mod artifacts;
 mod auth;

@@ -1,6 +1,7 @@
 //! The control API of the scan fleet: authentication, validation, creation of runs and SubJobs, and
 //! reads. Built as a library so that tests boot the very application `main.rs` runs.
 
+pub mod access;
 pub mod auth;
 pub mod config;
 pub mod extract;
@@ -58,6 +59,7 @@ impl Application {
             tokens,
             metrics,
             artifacts,
+            limiter: cspm_shared::ratelimit::RateLimiter::new(queues.connection(), queues.settings().namespace.clone()),
         };
         let ops_state = OpsState { service: "cspm-api", mongo, queues, registry: Arc::new(registry), gauges };
         let router = router(state.clone(), ops_state);
@@ -87,9 +89,7 @@ impl Application {
 /// The full router: ops endpoints, `/api`, problem-details fallbacks, and the request middleware.
 pub fn router(state: AppState, ops_state: OpsState) -> Router {
     let max_body = state.config.max_body_bytes;
-    let api = routes::api_router()
-        .merge(routes::import_router(state.config.compliance.import_max_bytes))
-        .route("/api/health", axum::routing::get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
+    let api = access::router(&state, routes::table(state.config.compliance.import_max_bytes))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))

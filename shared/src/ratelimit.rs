@@ -12,7 +12,7 @@ use redis::aio::ConnectionManager;
 use crate::error::StoreResult;
 
 /// The answer to one hit: whether it is allowed, and what the `X-RateLimit-*` headers say.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub allowed: bool,
     pub limit: u32,

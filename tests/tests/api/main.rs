@@ -2,6 +2,7 @@
 //! problem details, team isolation, roles, race-free scan creation, dependency outages, and the
 //! artifact store the API serves raw scanner output from.
 
+mod access;
 mod accounts;
 mod api_keys;
 mod artifact_store;

@@ -13,7 +13,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use bson::{Bson, Document, doc};
+use bson::{Document, doc};
 use futures::TryStreamExt;
 use rand::Rng;
 use rand::distr::Alphanumeric;
@@ -453,16 +453,16 @@ async fn insert(
     Err(StoreError::Duplicate.into())
 }
 
-/// The keys of `owner` that are active and unexpired at `now` (those that count against the limit).
+/// The keys of `owner` that are active and unexpired at `now` (those that count against the limit):
+/// the active ones less those past their expiry. Two counts rather than one `$or` with a null match,
+/// which the MongoDB-wire test server does not honour (keys that never expire went uncounted).
 async fn count_active(db: &Mongo, owner: &UserId, now: Timestamp) -> StoreResult<u64> {
-    Ok(db
+    let active = db.api_keys.count_documents(doc! { "owner_id": owner, "status": "active" }).await?;
+    let expired = db
         .api_keys
-        .count_documents(doc! {
-            "owner_id": owner,
-            "status": "active",
-            "$or": [ { "expires_at": Bson::Null }, { "expires_at": { "$gt": now } } ],
-        })
-        .await?)
+        .count_documents(doc! { "owner_id": owner, "status": "active", "expires_at": { "$lte": now } })
+        .await?;
+    Ok(active.saturating_sub(expired))
 }
 
 /// Makes a key. Returns the document and the key itself, which exists nowhere else: show it once.
@@ -717,6 +717,8 @@ async fn withdraw(db: &Mongo, id: &ApiKeyId) {
 
 #[cfg(test)]
 mod tests {
+    use bson::Bson;
+
     use super::*;
 
     fn key(status: KeyStatus, expires_at: Option<i64>, grace_until: Option<i64>) -> ApiKeyDoc {

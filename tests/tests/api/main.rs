@@ -11,6 +11,7 @@ mod compliance;
 mod docs;
 mod findings;
 mod hygiene;
+mod identity;
 mod kev;
 mod outages;
 mod scans;

@@ -242,3 +242,28 @@ async fn teams_members_and_roles() {
     let (s, b) = app.api.delete(&manager, &format!("/api/teams/{team}/members/{member}")).await;
     assert_problem(s, &b, 404, "member not found");
 }
+
+#[tokio::test]
+async fn every_answer_carries_the_security_headers() {
+    let app = TestApi::spawn().await;
+    let token = app.admin().await;
+    for (path, auth) in
+        [("/api/auth/me", true), ("/api/no-such-route", true), ("/healthz", false), ("/api/cloud-accounts", false)]
+    {
+        let mut req = app.api.http.get(app.api.url(path));
+        if auth {
+            req = req.bearer_auth(&token);
+        }
+        let resp = req.send().await.expect("sent");
+        let h = resp.headers();
+        for (name, value) in [
+            ("x-content-type-options", "nosniff"),
+            ("cache-control", "no-store"),
+            ("x-frame-options", "DENY"),
+            ("referrer-policy", "no-referrer"),
+            ("content-security-policy", "default-src 'none'; frame-ancestors 'none'"),
+        ] {
+            assert_eq!(h.get(name).and_then(|v| v.to_str().ok()), Some(value), "{name} on {path}");
+        }
+    }
+}

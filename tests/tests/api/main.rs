@@ -12,6 +12,7 @@ mod compliance;
 mod docs;
 mod findings;
 mod hygiene;
+mod identity;
 mod kev;
 mod outages;
 mod scans;

@@ -105,7 +105,7 @@ async fn a_user_holds_at_most_five_sessions_and_the_oldest_ends() {
 
 #[tokio::test]
 async fn five_failures_lock_the_account_with_the_same_answer_until_it_unlocks_itself() {
-    let app = TestApi::spawn_with(&[("CSPM_LOGIN_LOCKOUT_SECS", "3")]).await;
+    let app = TestApi::spawn_with(&[("CSPM_LOGIN_LOCKOUT_SECS", "10")]).await;
     app.admin().await;
     let (_, wrong) = app.api.login(&app.admin_email, "Wrong-passw0rd!").await;
     for _ in 0..4 {
@@ -116,7 +116,7 @@ async fn five_failures_lock_the_account_with_the_same_answer_until_it_unlocks_it
     assert_eq!((s, &locked), (401, &wrong));
     let user = users::find_by_email(&app.mongo, &app.admin_email).await.expect("db").expect("admin");
     assert!(user.locked_until.is_some(), "the lock is recorded");
-    tokio::time::sleep(Duration::from_millis(3_200)).await;
+    tokio::time::sleep(Duration::from_millis(10_200)).await;
     let (s, b) = app.api.login(&app.admin_email, ADMIN_PASSWORD).await;
     assert_eq!(s, 200, "the lock clears itself: {b}");
     let user = users::find_by_email(&app.mongo, &app.admin_email).await.expect("db").expect("admin");

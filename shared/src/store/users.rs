@@ -189,7 +189,9 @@ pub async fn add_membership(db: &Mongo, user: &UserId, team: &TeamId, role: Role
         .users
         .update_one(
             doc! { "_id": user, "memberships.team_id": { "$nin": [team] } },
-            doc! { "$push": { "memberships": m } },
+            // `$addToSet`, not `$push`: the filter already keeps one membership per team, and the
+            // Mongo-wire test server stores the elements of a `$push`ed array of documents as strings.
+            doc! { "$addToSet": { "memberships": m } },
         )
         .await?;
     Ok(r.modified_count > 0)

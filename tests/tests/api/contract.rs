@@ -66,12 +66,13 @@ async fn the_api_keeps_its_openapi_contract_under_fuzzing() {
     let generated = summary["test_cases"]["generated"].as_u64().unwrap_or(0);
     println!(
         "schemathesis {}: {tested} of {} operations tested, {generated} examples checked, {} failures, {} errors",
-        summary["schemathesis_version"],
+        summary["schemathesis_version"].as_str().unwrap_or("?"),
         summary["operations"]["total"],
         summary["test_cases"]["with_failures"],
         summary["errors"].as_array().map_or(0, Vec::len),
     );
     assert_eq!(tested, selected, "every selected operation was tested: {}", summary["operations"]);
-    assert!(tested as usize + 2 >= operations, "{tested} operations tested of {operations}");
+    // All but the two excluded session-ending routes (schemathesis may merge a trailing-slash twin).
+    assert!(tested as usize + 3 >= operations, "{tested} operations tested of {operations}");
     assert!(generated >= tested * 5, "only {generated} examples for {tested} operations");
 }

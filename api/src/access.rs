@@ -335,16 +335,20 @@ fn first_param(template: &str, path: &str) -> Option<String> {
         .map(|(_, v)| v.chars().take(64).collect())
 }
 
-/// Reads a JSON body (bounded by the body limit) to summarise it for the audit trail, and puts it back.
-/// Other bodies (the catalog upload) are described by type and size only, and stream on untouched.
+/// Reads a JSON body of a known length within the body limit to summarise it for the audit trail, and
+/// puts it back. Other bodies (catalog uploads, a KEV catalog of several MB, a body of unknown length)
+/// are described by type and size only, and stream on untouched to the handler, which applies its own
+/// limit.
 async fn summarise_body(req: Request, limit: usize) -> Result<(Request, Option<String>), Response> {
     let ctype = header_text(req.headers(), header::CONTENT_TYPE.as_str());
     let is_json = ctype.as_deref().is_some_and(|c| c.starts_with("application/json") || c.contains("+json"));
-    if !is_json {
-        let len = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let len: Option<usize> =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    if !is_json || len.is_none_or(|n| n > limit) {
         let summary = match (ctype.as_deref(), len) {
-            (_, None | Some(0)) => None,
+            (_, Some(0)) => None,
             (c, Some(n)) => Some(format!("<{}, {n} bytes>", c.unwrap_or("no content type"))),
+            (c, None) => Some(format!("<{}, streamed>", c.unwrap_or("no content type"))),
         };
         return Ok((req, summary));
     }

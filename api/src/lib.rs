@@ -113,6 +113,9 @@ async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response 
     } else {
         s.config.request_timeout
     };
+    // The documentation page sets its own policy (it runs its own inline script); everything else is
+    // data, never a document a browser should render or frame.
+    let is_page = req.uri().path() == "/api/docs";
     let mut resp = match tokio::time::timeout(limit, next.run(req)).await {
         Ok(r) => r,
         Err(_) => {
@@ -123,6 +126,13 @@ async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response 
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    if !is_page && !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        );
+    }
     resp
 }
 

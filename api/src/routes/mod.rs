@@ -254,7 +254,8 @@ pub fn table(import_max_bytes: usize) -> Vec<Endpoint> {
             "api_key.create",
             "Create an API key (its secret is shown once)",
             api_keys::create,
-        ),
+        )
+        .responds(&[201]),
         get(
             "/api/api-keys/admin/team-keys",
             needs(ManageTeamKeys),
@@ -290,7 +291,8 @@ pub fn table(import_max_bytes: usize) -> Vec<Endpoint> {
             "api_key.rotate",
             "Replace an API key; the old one works for a grace period",
             api_keys::rotate,
-        ),
+        )
+        .responds(&[201]),
         // Audit trail: members read their own events, admins the team's (the handler decides).
         get("/api/audit-trail", Access::SignedIn(Keys::Scope(AdminAudit)), "audit.list", "Audit events", audit::list),
         get(

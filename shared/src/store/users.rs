@@ -144,15 +144,8 @@ pub async fn record_failure(
     max_failures: u32,
     lockout: std::time::Duration,
 ) -> StoreResult<bool> {
-    let after = db
-        .users
-        .find_one_and_update(doc! { "_id": id }, doc! { "$inc": { "failed_logins": 1_i64 } })
-        .return_document(mongodb::options::ReturnDocument::After)
-        .await?;
-    let count = after.as_ref().and_then(|d| d.get("failed_logins")).and_then(bson_int).unwrap_or(0);
-    if count < i64::from(max_failures) {
-        return Ok(false);
-    }
+    db.users.update_one(doc! { "_id": id }, doc! { "$inc": { "failed_logins": 1_i64 } }).await?;
+    // Only the update that finds the count at the limit locks (and resets the count).
     let r = db
         .users
         .update_one(
@@ -161,15 +154,6 @@ pub async fn record_failure(
         )
         .await?;
     Ok(r.modified_count > 0)
-}
-
-fn bson_int(b: &bson::Bson) -> Option<i64> {
-    match b {
-        bson::Bson::Int32(n) => Some(i64::from(*n)),
-        bson::Bson::Int64(n) => Some(*n),
-        bson::Bson::Double(f) => Some(*f as i64),
-        _ => None,
-    }
 }
 
 pub async fn set_password(db: &Mongo, id: &UserId, hash: String) -> StoreResult<()> {
@@ -182,43 +166,79 @@ pub async fn set_active_team(db: &Mongo, id: &UserId, team: &TeamId) -> StoreRes
     Ok(())
 }
 
-/// Adds a membership. `false` when the user is already a member of the team.
+/// Changes a user's memberships with `change` (which says whether it changed anything), as one
+/// compare-and-set on a revision counter, retried when another writer got there first. `None` when the
+/// user does not exist. (The whole array is written: the MongoDB-wire test server mangles `$push`ed
+/// sub-documents and ignores `$nin` on array paths, and a revision check is what makes the read and
+/// the write one step on any server.)
+async fn change_memberships<F>(db: &Mongo, user: &UserId, mut change: F) -> StoreResult<Option<bool>>
+where
+    F: FnMut(&mut Vec<Membership>) -> bool,
+{
+    for _ in 0..8 {
+        let Some(d) = db.users.find_one(doc! { "_id": user }).await? else {
+            return Ok(None);
+        };
+        let rev = match d.get("rev") {
+            Some(bson::Bson::Int32(n)) => Some(i64::from(*n)),
+            Some(bson::Bson::Int64(n)) => Some(*n),
+            _ => None,
+        };
+        let mut u: UserDoc = bson::deserialize_from_document(d)?;
+        if !change(&mut u.memberships) {
+            return Ok(Some(false));
+        }
+        let filter = match rev {
+            Some(r) => doc! { "_id": user, "rev": r },
+            None => doc! { "_id": user, "rev": { "$exists": false } },
+        };
+        let set =
+            doc! { "$set": { "memberships": bson::serialize_to_bson(&u.memberships)?, "rev": rev.unwrap_or(0) + 1 } };
+        if db.users.update_one(filter, set).await?.matched_count > 0 {
+            return Ok(Some(true));
+        }
+    }
+    Err(StoreError::Database(format!("the memberships of {user} kept changing concurrently")))
+}
+
+/// Adds a membership. `false` when the user is already a member of the team (or does not exist).
 pub async fn add_membership(db: &Mongo, user: &UserId, team: &TeamId, role: Role) -> StoreResult<bool> {
-    let m = bson::serialize_to_bson(&Membership { team_id: team.clone(), role })?;
-    let r = db
-        .users
-        .update_one(
-            doc! { "_id": user, "memberships.team_id": { "$nin": [team] } },
-            // `$addToSet`, not `$push`: the filter already keeps one membership per team, and the
-            // Mongo-wire test server stores the elements of a `$push`ed array of documents as strings.
-            doc! { "$addToSet": { "memberships": m } },
-        )
-        .await?;
-    Ok(r.modified_count > 0)
+    let changed = change_memberships(db, user, |ms| {
+        if ms.iter().any(|m| &m.team_id == team) {
+            return false;
+        }
+        ms.push(Membership { team_id: team.clone(), role });
+        true
+    })
+    .await?;
+    Ok(changed == Some(true))
 }
 
 /// Changes a member's role. `false` when the user is not a member.
 pub async fn set_role(db: &Mongo, user: &UserId, team: &TeamId, role: Role) -> StoreResult<bool> {
-    let r = db
-        .users
-        .update_one(
-            doc! { "_id": user, "memberships.team_id": team },
-            doc! { "$set": { "memberships.$.role": role.as_str() } },
-        )
-        .await?;
-    Ok(r.matched_count > 0)
+    let mut member = false;
+    change_memberships(db, user, |ms| match ms.iter_mut().find(|m| &m.team_id == team) {
+        Some(m) => {
+            member = true;
+            let changed = m.role != role;
+            m.role = role;
+            changed
+        }
+        None => false,
+    })
+    .await?;
+    Ok(member)
 }
 
 /// Removes a membership. `false` when the user was not a member.
 pub async fn remove_membership(db: &Mongo, user: &UserId, team: &TeamId) -> StoreResult<bool> {
-    let r = db
-        .users
-        .update_one(
-            doc! { "_id": user, "memberships.team_id": team },
-            doc! { "$pull": { "memberships": { "team_id": team } } },
-        )
-        .await?;
-    Ok(r.modified_count > 0)
+    let changed = change_memberships(db, user, |ms| {
+        let before = ms.len();
+        ms.retain(|m| &m.team_id != team);
+        ms.len() != before
+    })
+    .await?;
+    Ok(changed == Some(true))
 }
 
 /// The members of a team (at most 1,000), by email.

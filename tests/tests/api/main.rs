@@ -4,6 +4,7 @@
 
 mod access;
 mod accounts;
+mod api_keys;
 mod artifact_store;
 mod artifacts;
 mod auth;
@@ -12,6 +13,7 @@ mod contract;
 mod docs;
 mod findings;
 mod hygiene;
+mod identity;
 mod kev;
 mod outages;
 mod scans;

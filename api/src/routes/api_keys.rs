@@ -32,7 +32,7 @@ use crate::state::AppState;
 
 const SHOWN_ONCE: &str = "Store this API key now: it is shown only once and cannot be retrieved again.";
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
     name: String,
@@ -51,7 +51,7 @@ pub struct CreateBody {
     expires_in_days: Option<i64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateBody {
     #[serde(default)]
@@ -67,7 +67,7 @@ pub struct UpdateBody {
     rate_limit_per_minute: Option<i64>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateBody {
     #[serde(default)]

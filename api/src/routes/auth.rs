@@ -18,6 +18,7 @@ use cspm_shared::auth::password::{check_policy, dummy_hash, hash_password, verif
 use cspm_shared::ids::SessionId;
 use cspm_shared::store::{sessions, users};
 use cspm_shared::time::Timestamp;
+use schemars::JsonSchema;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -28,9 +29,10 @@ use crate::extract::{ApiJson, path_id};
 use crate::problem::{ApiError, ApiResult};
 use crate::state::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 pub struct LoginBody {
     email: String,
+    #[schemars(with = "crate::openapi::Password")]
     password: SecretString,
 }
 
@@ -160,9 +162,11 @@ pub async fn me(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<Val
     Ok(Json(v))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 pub struct ChangePasswordBody {
+    #[schemars(with = "crate::openapi::Password")]
     current_password: SecretString,
+    #[schemars(with = "crate::openapi::Password")]
     new_password: SecretString,
 }
 

@@ -13,6 +13,7 @@ use cspm_shared::compliance::store::{self, CatalogRecord, ControlStateDoc, Overr
 use cspm_shared::compliance::sync::{self, SyncError, SyncJob, SyncStart, SyncTrigger};
 use cspm_shared::ids::SyncJobId;
 use cspm_shared::time::Timestamp;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -180,7 +181,7 @@ pub async fn control(State(s): State<AppState>, caller: Caller, Path(id): Path<S
     Ok(Json(control_view(&s, &caller, &id).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OverrideBody {
     state: String,
@@ -303,7 +304,7 @@ pub async fn status(State(s): State<AppState>, caller: Caller) -> ApiResult<Json
     })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ThresholdBody {
     #[serde(default)]
@@ -333,7 +334,7 @@ pub async fn set_threshold(
     Ok(Json(json!({ "framework": framework, "threshold": body.threshold })))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 pub struct ScoresQuery {
     framework: Option<String>,
 }

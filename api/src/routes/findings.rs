@@ -12,6 +12,7 @@ use cspm_shared::ids::{AccountId, RunId};
 use cspm_shared::store::findings::{self, ChangeError, FindingDoc};
 use cspm_shared::time::Timestamp;
 use futures::TryStreamExt;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -21,7 +22,7 @@ use crate::problem::{ApiError, ApiResult};
 use crate::routes::{bson_to_json, rfc3339, rfc3339_opt};
 use crate::state::AppState;
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 pub struct FindingsQuery {
     account_id: Option<String>,
     provider: Option<String>,
@@ -415,14 +416,20 @@ pub async fn stats(
     })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = note_alias)]
 pub struct ResolveBody {
     #[serde(alias = "note")]
     resolution_notes: String,
 }
 
-#[derive(Deserialize)]
+/// `note` is the seed's name of `resolution_notes`.
+fn note_alias(s: &mut schemars::Schema) {
+    crate::openapi::alias(s, "note", "resolution_notes");
+}
+
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SuppressBody {
     reason: String,

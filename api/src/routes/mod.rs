@@ -22,6 +22,7 @@ use cspm_shared::domain::scope::Scope;
 use cspm_shared::time::Timestamp;
 
 use crate::access::{Access, Keys};
+use crate::openapi::{self, Describe, Media};
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -37,6 +38,12 @@ pub struct Endpoint {
     pub summary: &'static str,
     /// Whether calls are recorded in the audit trail: every write, and downloads of raw output.
     pub audited: bool,
+    /// The success statuses the handler answers with (the first is the usual one).
+    pub success: &'static [u16],
+    /// The media type of a success answer's body.
+    pub media: Media,
+    /// The request side of the OpenAPI operation, from the handler's extractors.
+    pub(crate) describe: fn(&mut schemars::SchemaGenerator) -> openapi::Request,
     pub(crate) handler: MethodRouter<AppState>,
 }
 
@@ -51,11 +58,35 @@ impl Endpoint {
     ) -> Self
     where
         H: Handler<T, AppState>,
-        T: 'static,
+        T: Describe + 'static,
     {
         let filter = axum::routing::MethodFilter::try_from(method.clone()).unwrap_or(axum::routing::MethodFilter::GET);
         let audited = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
-        Self { method, path, access, action, summary, audited, handler: axum::routing::on(filter, h) }
+        Self {
+            method,
+            path,
+            access,
+            action,
+            summary,
+            audited,
+            success: &[200],
+            media: Media::Json,
+            describe: T::describe,
+            handler: axum::routing::on(filter, h),
+        }
+    }
+
+    /// The success statuses, where they are not just 200 (`201` for a creation, `202` for work
+    /// started, `204` without a body).
+    fn responds(mut self, statuses: &'static [u16]) -> Self {
+        self.success = statuses;
+        self
+    }
+
+    /// A success body that is not JSON.
+    fn media(mut self, media: Media) -> Self {
+        self.media = media;
+        self
     }
 
     /// Records reads of this route too (downloads of raw output).
@@ -71,7 +102,7 @@ impl Endpoint {
     }
 }
 
-fn get<H: Handler<T, AppState>, T: 'static>(
+fn get<H: Handler<T, AppState>, T: Describe + 'static>(
     p: &'static str,
     a: Access,
     act: &'static str,
@@ -80,7 +111,7 @@ fn get<H: Handler<T, AppState>, T: 'static>(
 ) -> Endpoint {
     Endpoint::new(Method::GET, p, a, act, sum, h)
 }
-fn post<H: Handler<T, AppState>, T: 'static>(
+fn post<H: Handler<T, AppState>, T: Describe + 'static>(
     p: &'static str,
     a: Access,
     act: &'static str,
@@ -89,7 +120,7 @@ fn post<H: Handler<T, AppState>, T: 'static>(
 ) -> Endpoint {
     Endpoint::new(Method::POST, p, a, act, sum, h)
 }
-fn put<H: Handler<T, AppState>, T: 'static>(
+fn put<H: Handler<T, AppState>, T: Describe + 'static>(
     p: &'static str,
     a: Access,
     act: &'static str,
@@ -98,7 +129,7 @@ fn put<H: Handler<T, AppState>, T: 'static>(
 ) -> Endpoint {
     Endpoint::new(Method::PUT, p, a, act, sum, h)
 }
-fn patch<H: Handler<T, AppState>, T: 'static>(
+fn patch<H: Handler<T, AppState>, T: Describe + 'static>(
     p: &'static str,
     a: Access,
     act: &'static str,
@@ -107,7 +138,7 @@ fn patch<H: Handler<T, AppState>, T: 'static>(
 ) -> Endpoint {
     Endpoint::new(Method::PATCH, p, a, act, sum, h)
 }
-fn delete<H: Handler<T, AppState>, T: 'static>(
+fn delete<H: Handler<T, AppState>, T: Describe + 'static>(
     p: &'static str,
     a: Access,
     act: &'static str,
@@ -161,7 +192,8 @@ pub fn table(import_max_bytes: usize) -> Vec<Endpoint> {
             "team.create",
             "Create a team (the caller becomes its admin)",
             teams::create,
-        ),
+        )
+        .responds(&[201]),
         get("/api/teams/current", session(), "team.view", "The caller's active team", teams::current),
         get("/api/teams/{team_id}", session(), "team.view", "A team the caller belongs to", teams::get),
         post(
@@ -184,7 +216,8 @@ pub fn table(import_max_bytes: usize) -> Vec<Endpoint> {
             "team.member_add",
             "Add a member to the active team (an existing user, or a new one)",
             teams::add_member,
-        ),
+        )
+        .responds(&[201]),
         put(
             "/api/teams/{team_id}/members/{user_id}",
             Access::Needs(ManageTeam, Keys::None),
@@ -221,7 +254,8 @@ pub fn table(import_max_bytes: usize) -> Vec<Endpoint> {
             "api_key.create",
             "Create an API key (its secret is shown once)",
             api_keys::create,
-        ),
+        )
+        .responds(&[201]),
         get(
             "/api/api-keys/admin/team-keys",
             needs(ManageTeamKeys),
@@ -257,7 +291,8 @@ pub fn table(import_max_bytes: usize) -> Vec<Endpoint> {
             "api_key.rotate",
             "Replace an API key; the old one works for a grace period",
             api_keys::rotate,
-        ),
+        )
+        .responds(&[201]),
         // Audit trail: members read their own events, admins the team's (the handler decides).
         get("/api/audit-trail", Access::SignedIn(Keys::Scope(AdminAudit)), "audit.list", "Audit events", audit::list),
         get(
@@ -288,14 +323,16 @@ pub fn table(import_max_bytes: usize) -> Vec<Endpoint> {
             "cloud_account.create",
             "Connect a cloud account",
             accounts::create,
-        ),
+        )
+        .responds(&[201]),
         post(
             "/api/cloud-accounts/",
             needs(ManageCloudAccounts),
             "cloud_account.create",
             "Connect a cloud account",
             accounts::create,
-        ),
+        )
+        .responds(&[201]),
         get(
             "/api/cloud-accounts/{id}",
             needs(ViewCloudAccounts),
@@ -316,21 +353,27 @@ pub fn table(import_max_bytes: usize) -> Vec<Endpoint> {
             "cloud_account.delete",
             "Remove a cloud account",
             accounts::delete,
-        ),
+        )
+        .responds(&[204]),
         post(
             "/api/cloud-accounts/{id}/scan",
             needs(RunScans),
             "scan.start",
             "Scan a cloud account",
             scans::scan_account,
-        ),
+        )
+        .responds(&[202, 200]),
         // Cloud scans.
         get("/api/cloud-scans", needs(ViewScans), "scan.list", "The team's scans", scans::list),
         get("/api/cloud-scans/", needs(ViewScans), "scan.list", "The team's scans", scans::list),
-        post("/api/cloud-scans", needs(RunScans), "scan.start", "Start a cloud scan", scans::initiate),
-        post("/api/cloud-scans/", needs(RunScans), "scan.start", "Start a cloud scan", scans::initiate),
-        post("/api/cloud-scans/initiate", needs(RunScans), "scan.start", "Start a cloud scan", scans::initiate),
-        delete("/api/cloud-scans/{run_id}", needs(ManageScans), "scan.cancel", "Cancel a scan", scans::cancel),
+        post("/api/cloud-scans", needs(RunScans), "scan.start", "Start a cloud scan", scans::initiate)
+            .responds(&[202, 200]),
+        post("/api/cloud-scans/", needs(RunScans), "scan.start", "Start a cloud scan", scans::initiate)
+            .responds(&[202, 200]),
+        post("/api/cloud-scans/initiate", needs(RunScans), "scan.start", "Start a cloud scan", scans::initiate)
+            .responds(&[202, 200]),
+        delete("/api/cloud-scans/{run_id}", needs(ManageScans), "scan.cancel", "Cancel a scan", scans::cancel)
+            .responds(&[202, 200]),
         get(
             "/api/cloud-scans/{run_id}/status",
             needs(ViewScans),
@@ -346,6 +389,7 @@ pub fn table(import_max_bytes: usize) -> Vec<Endpoint> {
             "A scan's findings as OCSF (NDJSON)",
             scans::ocsf,
         )
+        .media(Media::Ndjson)
         .audited(),
         get(
             "/api/cloud-scans/{run_id}/artifacts",
@@ -361,6 +405,7 @@ pub fn table(import_max_bytes: usize) -> Vec<Endpoint> {
             "Download one raw artifact",
             artifacts::download,
         )
+        .media(Media::Gzip)
         .audited(),
         // Findings and vulnerabilities.
         get("/api/cspm/findings", needs(ViewScans), "finding.list", "Findings", findings::list),
@@ -425,11 +470,14 @@ pub fn table(import_max_bytes: usize) -> Vec<Endpoint> {
         // Schedules.
         get("/api/schedules", needs(ViewScans), "schedule.list", "The team's schedules", schedules::list),
         get("/api/schedules/", needs(ViewScans), "schedule.list", "The team's schedules", schedules::list),
-        post("/api/schedules", needs(ManageScans), "schedule.create", "Create a schedule", schedules::create),
-        post("/api/schedules/", needs(ManageScans), "schedule.create", "Create a schedule", schedules::create),
+        post("/api/schedules", needs(ManageScans), "schedule.create", "Create a schedule", schedules::create)
+            .responds(&[201]),
+        post("/api/schedules/", needs(ManageScans), "schedule.create", "Create a schedule", schedules::create)
+            .responds(&[201]),
         get("/api/schedules/{id}", needs(ViewScans), "schedule.view", "A schedule", schedules::get),
         put("/api/schedules/{id}", needs(ManageScans), "schedule.update", "Change a schedule", schedules::update),
-        delete("/api/schedules/{id}", needs(ManageScans), "schedule.delete", "Remove a schedule", schedules::delete),
+        delete("/api/schedules/{id}", needs(ManageScans), "schedule.delete", "Remove a schedule", schedules::delete)
+            .responds(&[204]),
         post("/api/schedules/{id}/pause", needs(ManageScans), "schedule.pause", "Pause a schedule", schedules::pause),
         post(
             "/api/schedules/{id}/resume",
@@ -452,28 +500,32 @@ pub fn table(import_max_bytes: usize) -> Vec<Endpoint> {
             "native_scan.start",
             "Start a network scan (nmap)",
             native::network_discovery,
-        ),
+        )
+        .responds(&[202]),
         post(
             "/api/native-scans/web-vulnerability",
             needs(RunScans),
             "native_scan.start",
             "Start a web-vulnerability scan",
             native::web_vulnerability,
-        ),
+        )
+        .responds(&[202]),
         post(
             "/api/native-scans/container-image",
             needs(RunScans),
             "native_scan.start",
             "Start a container-image scan",
             native::container_image,
-        ),
+        )
+        .responds(&[202]),
         post(
             "/api/native-scans/filesystem",
             needs(RunScans),
             "native_scan.start",
             "Start a filesystem or IaC scan",
             native::filesystem,
-        ),
+        )
+        .responds(&[202]),
         get(
             "/api/native-scans/results",
             needs(ViewScans),
@@ -511,6 +563,7 @@ pub fn table(import_max_bytes: usize) -> Vec<Endpoint> {
             "Import the operator's SCF catalog",
             compliance::import_scf,
         )
+        .responds(&[201])
         .body_limit(import_max_bytes),
         get(
             "/api/common-controls/catalog",
@@ -546,7 +599,8 @@ pub fn table(import_max_bytes: usize) -> Vec<Endpoint> {
             "compliance.sync",
             "Start a compliance sync",
             compliance::start_sync,
-        ),
+        )
+        .responds(&[202, 200]),
         get(
             "/api/compliance-engine/sync/{job_id}",
             needs(ViewAssessments),
@@ -570,6 +624,20 @@ pub fn table(import_max_bytes: usize) -> Vec<Endpoint> {
         ),
     ];
     t.push(get("/api/health", Access::Public, "health", "Liveness", health));
+    let doc = openapi::Cached::default();
+    let cached = doc.clone();
+    t.push(get(
+        "/api/openapi.json",
+        Access::Public,
+        "openapi.document",
+        "This API's OpenAPI 3.1 document",
+        move || openapi::serve(cached.clone()),
+    ));
+    t.push(
+        get("/api/docs", Access::Public, "openapi.page", "A page that renders the OpenAPI document", openapi::page)
+            .media(Media::Html),
+    );
+    openapi::fill(&doc, &t);
     t
 }
 

@@ -16,6 +16,7 @@ use cspm_shared::store::results;
 use cspm_shared::store::runs::RunDoc;
 use cspm_shared::store::runs::RunKind;
 use cspm_shared::store::subjobs::NativeSpec;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -25,7 +26,7 @@ use crate::problem::{ApiError, ApiResult};
 use crate::routes::bson_to_json;
 use crate::state::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkDiscoveryBody {
     target: String,
@@ -127,7 +128,7 @@ fn spec(target: String) -> NativeSpec {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebScanBody {
     target_url: String,
@@ -213,7 +214,7 @@ async fn plan_web(s: &AppState, body: WebScanBody) -> ApiResult<NativePlan> {
     Ok(NativePlan { tool, spec, scan_type: profile.as_str().to_string() })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImageScanBody {
     image: String,
@@ -254,7 +255,7 @@ fn plan_image(body: ImageScanBody) -> ApiResult<NativePlan> {
     Ok(NativePlan { tool: Tool::Trivy, spec, scan_type: "image".into() })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PathScanBody {
     path: String,
@@ -301,7 +302,7 @@ pub async fn result(State(s): State<AppState>, caller: Caller, Path(id): Path<St
     Ok(Json(v))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 pub struct ResultsQuery {
     tool_type: Option<String>,
     status: Option<String>,

@@ -14,6 +14,7 @@ use cspm_shared::store::findings::FindingDoc;
 use cspm_shared::store::runs::{self, RunDoc, RunFilter, RunKind};
 use cspm_shared::store::subjobs;
 use futures::StreamExt;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -23,7 +24,7 @@ use crate::problem::{ApiError, ApiResult};
 use crate::routes::{rfc3339, rfc3339_opt};
 use crate::state::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InitiateBody {
     account_id: String,
@@ -40,7 +41,7 @@ pub struct InitiateBody {
     canary: Option<CanaryOptions>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccountScanBody {
     #[serde(default)]
@@ -147,7 +148,7 @@ async fn start(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 pub struct ListQuery {
     account_id: Option<String>,
     provider: Option<String>,

@@ -15,6 +15,7 @@ use cspm_shared::store::schedules::{
     self, FireDoc, ScheduleDoc, ScheduleFilter, ScheduleStatus, ScheduleTarget, new_schedule,
 };
 use cspm_shared::time::Timestamp;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -25,7 +26,7 @@ use crate::routes::{native, rfc3339, rfc3339_opt};
 use crate::state::AppState;
 
 /// When, as the API takes it: times are RFC 3339.
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum TriggerBody {
     Cron {
@@ -43,7 +44,7 @@ pub enum TriggerBody {
 }
 
 /// What, as the API takes it.
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum TargetBody {
     CloudAccount {
@@ -59,7 +60,7 @@ pub enum TargetBody {
     Native { scan: String, request: Value },
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
     name: String,
@@ -78,7 +79,7 @@ pub struct CreateBody {
     paused: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateBody {
     #[serde(default)]
@@ -95,14 +96,14 @@ pub struct UpdateBody {
     skip_if_scanned_within_hours: Option<u32>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PauseBody {
     #[serde(default)]
     reason: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 pub struct ListQuery {
     account_id: Option<String>,
     status: Option<String>,
@@ -110,7 +111,7 @@ pub struct ListQuery {
     skip: Option<u64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 pub struct PageQuery {
     limit: Option<i64>,
     skip: Option<u64>,

@@ -11,6 +11,7 @@ use cspm_shared::error::StoreError;
 use cspm_shared::ids::{TeamId, UserId};
 use cspm_shared::store::sessions;
 use cspm_shared::store::users::{self, TeamDoc, UserDoc};
+use schemars::JsonSchema;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -63,7 +64,7 @@ pub async fn list(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<V
     Ok(Json(json!({ "teams": items, "total": items.len() })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 pub struct CreateTeam {
     name: String,
 }
@@ -116,12 +117,13 @@ pub async fn members(State(s): State<AppState>, caller: Caller, Path(team_id): P
     Ok(Json(json!({ "members": items, "total": items.len() })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 pub struct AddMember {
     email: String,
     role: String,
     /// For a new user: their name and first password (the password policy applies).
     name: Option<String>,
+    #[schemars(with = "Option<crate::openapi::Password>")]
     password: Option<SecretString>,
 }
 
@@ -204,7 +206,7 @@ async fn keep_an_admin(s: &AppState, team: &TeamId, current: Role) -> ApiResult<
     Ok(())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 pub struct UpdateMember {
     role: String,
 }

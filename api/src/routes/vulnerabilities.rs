@@ -5,6 +5,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use bson::{Bson, Document, doc};
 use cspm_shared::store::occurrences::{self, OccurrenceStatus};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -14,7 +15,7 @@ use crate::problem::{ApiError, ApiResult};
 use crate::routes::bson_to_json;
 use crate::state::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 pub struct OccurrencesQuery {
     status: Option<String>,
     asset_id: Option<String>,
@@ -92,7 +93,7 @@ pub async fn get(State(s): State<AppState>, caller: Caller, Path(id): Path<Strin
     Ok(Json(view(d)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusBody {
     status: String,

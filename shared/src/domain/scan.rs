@@ -389,7 +389,7 @@ mod tests {
 
 /// How a canary SubJob behaves: it scans nothing but goes through every stage of the pipeline, so that
 /// operators can check a fleet and tests can drive it (slow jobs, failures, crashes, hangs).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CanaryOptions {
     /// How long the "scan" takes.
@@ -409,7 +409,7 @@ pub struct CanaryOptions {
     pub unverified: bool,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CanaryFailure {
     #[default]

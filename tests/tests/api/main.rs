@@ -9,6 +9,7 @@ mod artifact_store;
 mod artifacts;
 mod auth;
 mod compliance;
+mod contract;
 mod docs;
 mod findings;
 mod hygiene;

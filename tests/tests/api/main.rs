@@ -5,6 +5,7 @@
 mod accounts;
 mod artifact_store;
 mod artifacts;
+mod audit;
 mod auth;
 mod compliance;
 mod docs;

@@ -72,11 +72,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         // Present on every route whose access is not public; a handler that asks for a caller on a
         // public route is a programming error, refused rather than served.
-        parts
-            .extensions
-            .get::<Caller>()
-            .cloned()
-            .ok_or_else(|| ApiError::Internal("a handler asked for the caller on a route without access control".into()))
+        parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+            ApiError::Internal("a handler asked for the caller on a route without access control".into())
+        })
     }
 }
 

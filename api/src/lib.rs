@@ -1,6 +1,7 @@
 //! The control API of the scan fleet: authentication, validation, creation of runs and SubJobs, and
 //! reads. Built as a library so that tests boot the very application `main.rs` runs.
 
+pub mod access;
 pub mod auth;
 pub mod config;
 pub mod extract;
@@ -58,6 +59,7 @@ impl Application {
             tokens,
             metrics,
             artifacts,
+            limiter: cspm_shared::ratelimit::RateLimiter::new(queues.connection(), queues.settings().namespace.clone()),
         };
         let ops_state = OpsState { service: "cspm-api", mongo, queues, registry: Arc::new(registry), gauges };
         let router = router(state.clone(), ops_state);
@@ -87,9 +89,7 @@ impl Application {
 /// The full router: ops endpoints, `/api`, problem-details fallbacks, and the request middleware.
 pub fn router(state: AppState, ops_state: OpsState) -> Router {
     let max_body = state.config.max_body_bytes;
-    let api = routes::api_router()
-        .merge(routes::import_router(state.config.compliance.import_max_bytes))
-        .route("/api/health", axum::routing::get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
+    let api = access::router(&state, routes::table(state.config.compliance.import_max_bytes))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
@@ -112,6 +112,9 @@ async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response 
     } else {
         s.config.request_timeout
     };
+    // The documentation page sets its own policy (it runs its own inline script); everything else is
+    // data, never a document a browser should render or frame.
+    let is_page = req.uri().path() == "/api/docs";
     let mut resp = match tokio::time::timeout(limit, next.run(req)).await {
         Ok(r) => r,
         Err(_) => {
@@ -122,6 +125,13 @@ async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response 
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    if !is_page && !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        );
+    }
     resp
 }
 

@@ -39,4 +39,6 @@ pub struct AppState {
     pub metrics: ApiMetrics,
     /// Raw scanner artifacts (read only: the workers write them).
     pub artifacts: ArtifactStore,
+    /// Rate limits shared by the replicas (API keys, sign-in).
+    pub limiter: cspm_shared::ratelimit::RateLimiter,
 }

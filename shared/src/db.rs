@@ -166,7 +166,10 @@ impl Mongo {
             (&self.teams, vec![("uniq_name", doc! { "name": 1 }, true)]),
             (
                 &self.sessions,
-                vec![("by_user", doc! { "user_id": 1, "created_at": -1 }, false), ("by_expiry", doc! { "expires_at": 1 }, false)],
+                vec![
+                    ("by_user", doc! { "user_id": 1, "created_at": -1 }, false),
+                    ("by_expiry", doc! { "expires_at": 1 }, false),
+                ],
             ),
             (
                 &self.api_keys,

@@ -132,13 +132,16 @@ async fn metrics(State(s): State<OpsState>) -> Response {
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
 }
 
-/// Serves a router on an address until `shutdown` resolves.
+/// Serves a router on an address until `shutdown` resolves. Handlers see the peer address
+/// (`ConnectInfo<SocketAddr>`): the API's sign-in rate limit and audit trail use it.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Resolves on SIGTERM or Ctrl-C: the signal every binary of the fleet stops on.

@@ -67,6 +67,9 @@ pub fn base_env(prefix: &str, redis: &str, mongo: &str) -> Vec<(String, String)>
         ("CSPM_AUTO_SCHEDULE_ON_ACCOUNT_ADD", "false".to_string()),
         // No machine running the tests reaches CISA; the KEV tests import catalogs themselves.
         ("CSPM_KEV_URL", "off".to_string()),
+        // Tests sign in often from one address (and poll sign-in until the bootstrap administrator
+        // exists); the sign-in rate limit has its own test.
+        ("CSPM_LOGIN_RATE_PER_MINUTE", "100000".to_string()),
         ("CSPM_LOG_FORMAT", "json".to_string()),
         ("RUST_LOG", "info".to_string()),
         (

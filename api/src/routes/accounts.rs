@@ -8,7 +8,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use bson::doc;
 use cspm_shared::domain::provider::{Provider, ProviderAccountId, validate_region};
-use cspm_shared::domain::role::Permission;
 use cspm_shared::ids::AccountId;
 use cspm_shared::store::accounts::{self, AccountDoc, DeleteOutcome};
 use cspm_shared::store::schedules;
@@ -71,7 +70,6 @@ pub async fn create(
     caller: Caller,
     ApiJson(body): ApiJson<CreateAccount>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    caller.require(Permission::ManageCloudAccounts)?;
     let mut errors = Vec::new();
     let provider: Option<Provider> = body.provider.parse().map_err(|e| field(&mut errors, "provider", e)).ok();
     let provider_account = provider.and_then(|p| {
@@ -160,14 +158,12 @@ pub async fn create(
 }
 
 pub async fn list(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
-    caller.require(Permission::ViewCloudAccounts)?;
     let found = accounts::list(&s.mongo, &caller.team).await?;
     let items: Vec<Value> = found.iter().map(view).collect();
     Ok(Json(json!({ "accounts": items, "total": items.len() })))
 }
 
 pub async fn get(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    caller.require(Permission::ViewCloudAccounts)?;
     let id: AccountId = path_id(&id, "cloud account")?;
     let account =
         accounts::get(&s.mongo, &caller.team, &id).await?.ok_or_else(|| ApiError::not_found("cloud account"))?;
@@ -180,7 +176,6 @@ pub async fn update(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UpdateAccount>,
 ) -> ApiResult<Json<Value>> {
-    caller.require(Permission::ManageCloudAccounts)?;
     let id: AccountId = path_id(&id, "cloud account")?;
     let existing =
         accounts::get(&s.mongo, &caller.team, &id).await?.ok_or_else(|| ApiError::not_found("cloud account"))?;
@@ -247,7 +242,6 @@ pub async fn update(
 }
 
 pub async fn delete(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    caller.require(Permission::ManageCloudAccounts)?;
     let id: AccountId = path_id(&id, "cloud account")?;
     match accounts::delete(&s.mongo, &caller.team, &id).await? {
         DeleteOutcome::Deleted => Ok(StatusCode::NO_CONTENT),

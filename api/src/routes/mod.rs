@@ -14,77 +14,570 @@ pub mod teams;
 pub mod threat_intel;
 pub mod vulnerabilities;
 
-use axum::Router;
-use axum::routing::{get, post, put};
+use axum::handler::Handler;
+use axum::http::Method;
+use axum::routing::MethodRouter;
+use cspm_shared::domain::role::Permission::{self, *};
+use cspm_shared::domain::scope::Scope;
 use cspm_shared::time::Timestamp;
 
+use crate::access::{Access, Keys};
 use crate::problem::ApiError;
 use crate::state::AppState;
 
+/// One route: what it is, who may call it, and the name its calls carry in the audit trail. The table
+/// below is the only place routes are declared; the router, the access checks, the audit trail and the
+/// OpenAPI document are all made from it.
+pub struct Endpoint {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+    /// `<resource>.<verb>`, as in the audit trail (`scan.start`).
+    pub action: &'static str,
+    pub summary: &'static str,
+    /// Whether calls are recorded in the audit trail: every write, and downloads of raw output.
+    pub audited: bool,
+    pub(crate) handler: MethodRouter<AppState>,
+}
+
+impl Endpoint {
+    fn new<H, T>(
+        method: Method,
+        path: &'static str,
+        access: Access,
+        action: &'static str,
+        summary: &'static str,
+        h: H,
+    ) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let filter = axum::routing::MethodFilter::try_from(method.clone()).unwrap_or(axum::routing::MethodFilter::GET);
+        let audited = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+        Self { method, path, access, action, summary, audited, handler: axum::routing::on(filter, h) }
+    }
+
+    /// Records reads of this route too (downloads of raw output).
+    fn audited(mut self) -> Self {
+        self.audited = true;
+        self
+    }
+
+    /// Where the handler's body limit differs from `CSPM_MAX_BODY_BYTES`.
+    fn body_limit(mut self, bytes: usize) -> Self {
+        self.handler = self.handler.layer(axum::extract::DefaultBodyLimit::max(bytes));
+        self
+    }
+}
+
+fn get<H: Handler<T, AppState>, T: 'static>(
+    p: &'static str,
+    a: Access,
+    act: &'static str,
+    sum: &'static str,
+    h: H,
+) -> Endpoint {
+    Endpoint::new(Method::GET, p, a, act, sum, h)
+}
+fn post<H: Handler<T, AppState>, T: 'static>(
+    p: &'static str,
+    a: Access,
+    act: &'static str,
+    sum: &'static str,
+    h: H,
+) -> Endpoint {
+    Endpoint::new(Method::POST, p, a, act, sum, h)
+}
+fn put<H: Handler<T, AppState>, T: 'static>(
+    p: &'static str,
+    a: Access,
+    act: &'static str,
+    sum: &'static str,
+    h: H,
+) -> Endpoint {
+    Endpoint::new(Method::PUT, p, a, act, sum, h)
+}
+fn patch<H: Handler<T, AppState>, T: 'static>(
+    p: &'static str,
+    a: Access,
+    act: &'static str,
+    sum: &'static str,
+    h: H,
+) -> Endpoint {
+    Endpoint::new(Method::PATCH, p, a, act, sum, h)
+}
+fn delete<H: Handler<T, AppState>, T: 'static>(
+    p: &'static str,
+    a: Access,
+    act: &'static str,
+    sum: &'static str,
+    h: H,
+) -> Endpoint {
+    Endpoint::new(Method::DELETE, p, a, act, sum, h)
+}
+
+/// The role must hold `p`; an API key needs the scope that stands for it.
+fn needs(p: Permission) -> Access {
+    Access::needs(p)
+}
+/// The role must hold `p`; an API key needs `scope`.
+fn needs_scope(p: Permission, scope: Scope) -> Access {
+    Access::Needs(p, Keys::Scope(scope))
+}
+/// Any signed-in member, with a session (not an API key).
+fn session() -> Access {
+    Access::SignedIn(Keys::None)
+}
+
 /// Every `/api` route. Paths are the seed's, so its documented clients keep working (list and create
 /// also answer with a trailing slash, as the seed's do).
-pub fn api_router() -> Router<AppState> {
-    Router::new()
-        .route("/api/auth/login", post(auth::login))
-        .route("/api/auth/me", get(auth::me))
-        .route("/api/cloud-accounts", get(accounts::list).post(accounts::create))
-        .route("/api/cloud-accounts/", get(accounts::list).post(accounts::create))
-        .route("/api/cloud-accounts/{id}", get(accounts::get).put(accounts::update).delete(accounts::delete))
-        .route("/api/cloud-accounts/{id}/scan", post(scans::scan_account))
-        .route("/api/cloud-scans", get(scans::list).post(scans::initiate))
-        .route("/api/cloud-scans/", get(scans::list).post(scans::initiate))
-        .route("/api/cloud-scans/initiate", post(scans::initiate))
-        .route("/api/cloud-scans/{run_id}", axum::routing::delete(scans::cancel))
-        .route("/api/cloud-scans/{run_id}/status", get(scans::status))
-        .route("/api/cloud-scans/{run_id}/summary", get(scans::summary))
-        .route("/api/cloud-scans/{run_id}/ocsf", get(scans::ocsf))
-        .route("/api/cloud-scans/{run_id}/artifacts", get(artifacts::list))
-        .route("/api/cloud-scans/{run_id}/artifacts/{artifact_id}", get(artifacts::download))
-        .route("/api/cspm/findings", get(findings::list))
-        .route("/api/cspm/findings/grouped", get(findings::grouped))
-        .route("/api/cspm/findings/stats", get(findings::stats))
-        .route("/api/cspm/findings/compliance-scores", get(compliance::scores))
-        .route("/api/cspm/findings/{id}", get(findings::get))
-        .route("/api/cspm/findings/{id}/resolve", post(findings::resolve))
-        .route("/api/cspm/findings/{id}/suppress", post(findings::suppress))
-        .route("/api/cspm/findings/{id}/unsuppress", post(findings::unsuppress))
-        .route("/api/vulnerabilities/occurrences", get(vulnerabilities::list))
-        .route("/api/vulnerabilities/occurrences/{id}", get(vulnerabilities::get))
-        .route("/api/vulnerabilities/occurrences/{id}/status", put(vulnerabilities::set_status))
-        .route("/api/schedules", get(schedules::list).post(schedules::create))
-        .route("/api/schedules/", get(schedules::list).post(schedules::create))
-        .route("/api/schedules/{id}", get(schedules::get).put(schedules::update).delete(schedules::delete))
-        .route("/api/schedules/{id}/pause", post(schedules::pause))
-        .route("/api/schedules/{id}/resume", post(schedules::resume))
-        .route("/api/schedules/{id}/history", get(schedules::history))
-        .route("/api/native-scans/network-discovery", post(native::network_discovery))
-        .route("/api/native-scans/web-vulnerability", post(native::web_vulnerability))
-        .route("/api/native-scans/container-image", post(native::container_image))
-        .route("/api/native-scans/filesystem", post(native::filesystem))
-        .route("/api/native-scans/results", get(native::results_list))
-        .route("/api/native-scans/results/{scan_id}", get(native::result))
-        .route("/api/threat-intel/kev", get(threat_intel::kev_status))
-        .route("/api/threat-intel/kev/import", post(threat_intel::kev_import))
-        .route("/api/common-controls/catalog", get(compliance::catalog))
-        .route("/api/common-controls/control/{scf_id}", get(compliance::control))
-        .route(
-            "/api/common-controls/control/{scf_id}/state",
-            put(compliance::set_state).delete(compliance::clear_state),
+pub fn table(import_max_bytes: usize) -> Vec<Endpoint> {
+    use Scope::*;
+    let mut t = vec![
+        post("/api/auth/login", Access::Public, "user.login", "Sign in: a bearer token for a new session", auth::login),
+        post("/api/auth/logout", session(), "user.logout", "End the caller's session", auth::logout),
+        get("/api/auth/me", Access::SignedIn(Keys::Any), "user.view", "The caller: user, active team, role", auth::me),
+        post(
+            "/api/auth/change-password",
+            session(),
+            "user.change_password",
+            "Change the caller's password (ends their other sessions)",
+            auth::change_password,
+        ),
+        get("/api/auth/sessions", session(), "session.list", "The caller's sessions", auth::sessions),
+        delete(
+            "/api/auth/sessions/{session_id}",
+            session(),
+            "session.end",
+            "End one of the caller's sessions",
+            auth::end_session,
+        ),
+        // Teams and members.
+        get("/api/teams", session(), "team.list", "The teams the caller belongs to", teams::list),
+        post(
+            "/api/teams",
+            Access::Needs(CreateTeams, Keys::None),
+            "team.create",
+            "Create a team (the caller becomes its admin)",
+            teams::create,
+        ),
+        get("/api/teams/current", session(), "team.view", "The caller's active team", teams::current),
+        get("/api/teams/{team_id}", session(), "team.view", "A team the caller belongs to", teams::get),
+        post(
+            "/api/teams/{team_id}/switch",
+            session(),
+            "team.switch",
+            "Make a team the session's active team",
+            teams::switch,
+        ),
+        get(
+            "/api/teams/{team_id}/members",
+            session(),
+            "team.members",
+            "The members of the active team",
+            teams::members,
+        ),
+        post(
+            "/api/teams/{team_id}/members",
+            Access::Needs(ManageTeam, Keys::None),
+            "team.member_add",
+            "Add a member to the active team (an existing user, or a new one)",
+            teams::add_member,
+        ),
+        put(
+            "/api/teams/{team_id}/members/{user_id}",
+            Access::Needs(ManageTeam, Keys::None),
+            "team.member_update",
+            "Change a member's role",
+            teams::update_member,
+        ),
+        delete(
+            "/api/teams/{team_id}/members/{user_id}",
+            Access::Needs(ManageTeam, Keys::None),
+            "team.member_remove",
+            "Remove a member from the active team (ends their sessions in it)",
+            teams::remove_member,
+        ),
+        post(
+            "/api/teams/{team_id}/members/{user_id}/revoke-sessions",
+            Access::Needs(ManageTeam, Keys::None),
+            "team.member_sessions_revoke",
+            "End every session of a member",
+            teams::revoke_sessions,
+        ),
+        // API keys: everyone manages their own, with a session; admins see and revoke the team's.
+        get(
+            "/api/api-keys/scopes",
+            Access::SignedIn(Keys::Any),
+            "api_key.scopes",
+            "The scopes and presets of API keys",
+            api_keys::scopes,
+        ),
+        get("/api/api-keys", session(), "api_key.list", "The caller's API keys", api_keys::list),
+        post(
+            "/api/api-keys",
+            session(),
+            "api_key.create",
+            "Create an API key (its secret is shown once)",
+            api_keys::create,
+        ),
+        get(
+            "/api/api-keys/admin/team-keys",
+            needs(ManageTeamKeys),
+            "api_key.team_list",
+            "Every API key of the team",
+            api_keys::team_keys,
+        ),
+        delete(
+            "/api/api-keys/admin/{key_id}",
+            needs(ManageTeamKeys),
+            "api_key.admin_revoke",
+            "Revoke any API key of the team",
+            api_keys::admin_revoke,
+        ),
+        get("/api/api-keys/{key_id}", session(), "api_key.view", "One of the caller's API keys", api_keys::get),
+        patch(
+            "/api/api-keys/{key_id}",
+            session(),
+            "api_key.update",
+            "Rename an API key, change its scopes or rate limit",
+            api_keys::update,
+        ),
+        delete(
+            "/api/api-keys/{key_id}",
+            session(),
+            "api_key.revoke",
+            "Revoke one of the caller's API keys",
+            api_keys::revoke,
+        ),
+        post(
+            "/api/api-keys/{key_id}/rotate",
+            session(),
+            "api_key.rotate",
+            "Replace an API key; the old one works for a grace period",
+            api_keys::rotate,
+        ),
+        // Audit trail: members read their own events, admins the team's (the handler decides).
+        get("/api/audit-trail", Access::SignedIn(Keys::Scope(AdminAudit)), "audit.list", "Audit events", audit::list),
+        get(
+            "/api/audit-trail/actions",
+            Access::SignedIn(Keys::Scope(AdminAudit)),
+            "audit.actions",
+            "The actions recorded in the audit trail",
+            audit::actions,
+        ),
+        // Cloud accounts.
+        get(
+            "/api/cloud-accounts",
+            needs(ViewCloudAccounts),
+            "cloud_account.list",
+            "The team's cloud accounts",
+            accounts::list,
+        ),
+        get(
+            "/api/cloud-accounts/",
+            needs(ViewCloudAccounts),
+            "cloud_account.list",
+            "The team's cloud accounts",
+            accounts::list,
+        ),
+        post(
+            "/api/cloud-accounts",
+            needs(ManageCloudAccounts),
+            "cloud_account.create",
+            "Connect a cloud account",
+            accounts::create,
+        ),
+        post(
+            "/api/cloud-accounts/",
+            needs(ManageCloudAccounts),
+            "cloud_account.create",
+            "Connect a cloud account",
+            accounts::create,
+        ),
+        get(
+            "/api/cloud-accounts/{id}",
+            needs(ViewCloudAccounts),
+            "cloud_account.view",
+            "A cloud account",
+            accounts::get,
+        ),
+        put(
+            "/api/cloud-accounts/{id}",
+            needs(ManageCloudAccounts),
+            "cloud_account.update",
+            "Change a cloud account",
+            accounts::update,
+        ),
+        delete(
+            "/api/cloud-accounts/{id}",
+            needs(ManageCloudAccounts),
+            "cloud_account.delete",
+            "Remove a cloud account",
+            accounts::delete,
+        ),
+        post(
+            "/api/cloud-accounts/{id}/scan",
+            needs(RunScans),
+            "scan.start",
+            "Scan a cloud account",
+            scans::scan_account,
+        ),
+        // Cloud scans.
+        get("/api/cloud-scans", needs(ViewScans), "scan.list", "The team's scans", scans::list),
+        get("/api/cloud-scans/", needs(ViewScans), "scan.list", "The team's scans", scans::list),
+        post("/api/cloud-scans", needs(RunScans), "scan.start", "Start a cloud scan", scans::initiate),
+        post("/api/cloud-scans/", needs(RunScans), "scan.start", "Start a cloud scan", scans::initiate),
+        post("/api/cloud-scans/initiate", needs(RunScans), "scan.start", "Start a cloud scan", scans::initiate),
+        delete("/api/cloud-scans/{run_id}", needs(ManageScans), "scan.cancel", "Cancel a scan", scans::cancel),
+        get(
+            "/api/cloud-scans/{run_id}/status",
+            needs(ViewScans),
+            "scan.view",
+            "A scan's status and progress",
+            scans::status,
+        ),
+        get("/api/cloud-scans/{run_id}/summary", needs(ViewScans), "scan.view", "A scan's totals", scans::summary),
+        get(
+            "/api/cloud-scans/{run_id}/ocsf",
+            needs(ViewScans),
+            "scan.export",
+            "A scan's findings as OCSF (NDJSON)",
+            scans::ocsf,
         )
-        .route("/api/compliance-engine/sync", post(compliance::start_sync))
-        .route("/api/compliance-engine/sync/{job_id}", get(compliance::sync_job))
-        .route("/api/compliance-engine/status", get(compliance::status))
-        .route("/api/compliance-engine/thresholds", put(compliance::set_threshold))
+        .audited(),
+        get(
+            "/api/cloud-scans/{run_id}/artifacts",
+            needs(ViewScans),
+            "artifact.list",
+            "A scan's raw scanner output",
+            artifacts::list,
+        ),
+        get(
+            "/api/cloud-scans/{run_id}/artifacts/{artifact_id}",
+            needs(ViewScans),
+            "artifact.download",
+            "Download one raw artifact",
+            artifacts::download,
+        )
+        .audited(),
+        // Findings and vulnerabilities.
+        get("/api/cspm/findings", needs(ViewScans), "finding.list", "Findings", findings::list),
+        get(
+            "/api/cspm/findings/grouped",
+            needs(ViewScans),
+            "finding.list",
+            "Findings grouped by check",
+            findings::grouped,
+        ),
+        get("/api/cspm/findings/stats", needs(ViewScans), "finding.stats", "Finding counts", findings::stats),
+        get(
+            "/api/cspm/findings/compliance-scores",
+            needs(ViewAssessments),
+            "compliance.scores",
+            "Compliance scores per account and framework",
+            compliance::scores,
+        ),
+        get("/api/cspm/findings/{id}", needs(ViewScans), "finding.view", "A finding", findings::get),
+        post(
+            "/api/cspm/findings/{id}/resolve",
+            needs(ManageRisks),
+            "finding.resolve",
+            "Resolve a finding",
+            findings::resolve,
+        ),
+        post(
+            "/api/cspm/findings/{id}/suppress",
+            needs(ManageRisks),
+            "finding.suppress",
+            "Suppress a finding",
+            findings::suppress,
+        ),
+        post(
+            "/api/cspm/findings/{id}/unsuppress",
+            needs(ManageRisks),
+            "finding.unsuppress",
+            "Lift a suppression",
+            findings::unsuppress,
+        ),
+        get(
+            "/api/vulnerabilities/occurrences",
+            needs_scope(ViewScans, VulnerabilitiesRead),
+            "vulnerability.list",
+            "Vulnerability occurrences",
+            vulnerabilities::list,
+        ),
+        get(
+            "/api/vulnerabilities/occurrences/{id}",
+            needs_scope(ViewScans, VulnerabilitiesRead),
+            "vulnerability.view",
+            "A vulnerability occurrence",
+            vulnerabilities::get,
+        ),
+        put(
+            "/api/vulnerabilities/occurrences/{id}/status",
+            needs_scope(ManageRisks, VulnerabilitiesManage),
+            "vulnerability.update_status",
+            "Decide on a vulnerability occurrence",
+            vulnerabilities::set_status,
+        ),
+        // Schedules.
+        get("/api/schedules", needs(ViewScans), "schedule.list", "The team's schedules", schedules::list),
+        get("/api/schedules/", needs(ViewScans), "schedule.list", "The team's schedules", schedules::list),
+        post("/api/schedules", needs(ManageScans), "schedule.create", "Create a schedule", schedules::create),
+        post("/api/schedules/", needs(ManageScans), "schedule.create", "Create a schedule", schedules::create),
+        get("/api/schedules/{id}", needs(ViewScans), "schedule.view", "A schedule", schedules::get),
+        put("/api/schedules/{id}", needs(ManageScans), "schedule.update", "Change a schedule", schedules::update),
+        delete("/api/schedules/{id}", needs(ManageScans), "schedule.delete", "Remove a schedule", schedules::delete),
+        post("/api/schedules/{id}/pause", needs(ManageScans), "schedule.pause", "Pause a schedule", schedules::pause),
+        post(
+            "/api/schedules/{id}/resume",
+            needs(ManageScans),
+            "schedule.resume",
+            "Resume a schedule",
+            schedules::resume,
+        ),
+        get(
+            "/api/schedules/{id}/history",
+            needs(ViewScans),
+            "schedule.history",
+            "A schedule's fires",
+            schedules::history,
+        ),
+        // Native scans.
+        post(
+            "/api/native-scans/network-discovery",
+            needs(RunScans),
+            "native_scan.start",
+            "Start a network scan (nmap)",
+            native::network_discovery,
+        ),
+        post(
+            "/api/native-scans/web-vulnerability",
+            needs(RunScans),
+            "native_scan.start",
+            "Start a web-vulnerability scan",
+            native::web_vulnerability,
+        ),
+        post(
+            "/api/native-scans/container-image",
+            needs(RunScans),
+            "native_scan.start",
+            "Start a container-image scan",
+            native::container_image,
+        ),
+        post(
+            "/api/native-scans/filesystem",
+            needs(RunScans),
+            "native_scan.start",
+            "Start a filesystem or IaC scan",
+            native::filesystem,
+        ),
+        get(
+            "/api/native-scans/results",
+            needs(ViewScans),
+            "native_scan.list",
+            "Native scan results",
+            native::results_list,
+        ),
+        get(
+            "/api/native-scans/results/{scan_id}",
+            needs(ViewScans),
+            "native_scan.view",
+            "A native scan result",
+            native::result,
+        ),
+        // Threat intelligence.
+        get(
+            "/api/threat-intel/kev",
+            needs_scope(ViewScans, VulnerabilitiesRead),
+            "threat_intel.view",
+            "The CISA KEV catalog's status",
+            threat_intel::kev_status,
+        ),
+        post(
+            "/api/threat-intel/kev/import",
+            needs(ManageThreatIntel),
+            "threat_intel.import",
+            "Import the KEV catalog",
+            threat_intel::kev_import,
+        ),
+        // Compliance engine.
+        post(
+            IMPORT_SCF_PATH,
+            needs(AdministerCompliance),
+            "compliance.import_catalog",
+            "Import the operator's SCF catalog",
+            compliance::import_scf,
+        )
+        .body_limit(import_max_bytes),
+        get(
+            "/api/common-controls/catalog",
+            needs(ViewAssessments),
+            "compliance.catalog",
+            "The SCF catalog",
+            compliance::catalog,
+        ),
+        get(
+            "/api/common-controls/control/{scf_id}",
+            needs(ViewAssessments),
+            "compliance.control",
+            "One control and its state",
+            compliance::control,
+        ),
+        put(
+            "/api/common-controls/control/{scf_id}/state",
+            needs(AdministerCompliance),
+            "control_state.set",
+            "Override a control's state",
+            compliance::set_state,
+        ),
+        delete(
+            "/api/common-controls/control/{scf_id}/state",
+            needs(AdministerCompliance),
+            "control_state.clear",
+            "Lift a control-state override",
+            compliance::clear_state,
+        ),
+        post(
+            "/api/compliance-engine/sync",
+            needs(ManageAssessments),
+            "compliance.sync",
+            "Start a compliance sync",
+            compliance::start_sync,
+        ),
+        get(
+            "/api/compliance-engine/sync/{job_id}",
+            needs(ViewAssessments),
+            "compliance.sync_view",
+            "A compliance sync",
+            compliance::sync_job,
+        ),
+        get(
+            "/api/compliance-engine/status",
+            needs(ViewAssessments),
+            "compliance.status",
+            "The team's compliance engine",
+            compliance::status,
+        ),
+        put(
+            "/api/compliance-engine/thresholds",
+            needs(ManageAssessments),
+            "compliance.threshold_set",
+            "Set a framework's threshold",
+            compliance::set_threshold,
+        ),
+    ];
+    t.push(get("/api/health", Access::Public, "health", "Liveness", health));
+    t
+}
+
+async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok" }))
 }
 
 pub const IMPORT_SCF_PATH: &str = "/api/common-controls/import-scf";
-
-/// The SCF catalog upload, with its own body limit (`CSPM_SCF_IMPORT_MAX_BYTES`: the catalog files are
-/// several MB; every other route keeps `CSPM_MAX_BODY_BYTES`).
-pub fn import_router(max_bytes: usize) -> Router<AppState> {
-    Router::new()
-        .route(IMPORT_SCF_PATH, post(compliance::import_scf).layer(axum::extract::DefaultBodyLimit::max(max_bytes)))
-}
 
 pub async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".into())

@@ -8,7 +8,6 @@ use bson::{Bson, Document, doc};
 use cspm_shared::domain::native::{
     ArtifactKind, NetworkScanType, WebScanProfile, WebTarget, parse_image_ref, path_under_roots,
 };
-use cspm_shared::domain::role::Permission;
 use cspm_shared::domain::scan::RunStatus;
 use cspm_shared::domain::scan::Tool;
 use cspm_shared::ids::RunId;
@@ -41,7 +40,6 @@ pub async fn network_discovery(
     caller: Caller,
     ApiJson(body): ApiJson<NetworkDiscoveryBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    caller.require(Permission::RunScans)?;
     let scan_type: NetworkScanType = match body.scan_type {
         None => NetworkScanType::PortScan,
         Some(t) => t.parse().map_err(|e: String| ApiError::invalid("scan_type", e))?,
@@ -147,7 +145,6 @@ pub async fn web_vulnerability(
     caller: Caller,
     ApiJson(body): ApiJson<WebScanBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    caller.require(Permission::RunScans)?;
     let plan = plan_web(&s, body).await?;
     let run = start(&s, &caller, plan.tool, plan.spec, &plan.scan_type).await?;
     Ok(started(&run, plan.tool))
@@ -244,7 +241,6 @@ pub async fn container_image(
     caller: Caller,
     ApiJson(body): ApiJson<ImageScanBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    caller.require(Permission::RunScans)?;
     let plan = plan_image(body)?;
     let run = start(&s, &caller, plan.tool, plan.spec, &plan.scan_type).await?;
     Ok(started(&run, plan.tool))
@@ -276,7 +272,6 @@ pub async fn filesystem(
     caller: Caller,
     ApiJson(body): ApiJson<PathScanBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    caller.require(Permission::RunScans)?;
     let plan = plan_path(&s, body)?;
     let run = start(&s, &caller, plan.tool, plan.spec, &plan.scan_type).await?;
     Ok(started(&run, plan.tool))
@@ -296,7 +291,6 @@ fn plan_path(s: &AppState, body: PathScanBody) -> ApiResult<NativePlan> {
 }
 
 pub async fn result(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    caller.require(Permission::ViewScans)?;
     let not_found = || ApiError::NotFound(format!("Scan result not found: {id}"));
     let run: RunId = id.parse().map_err(|_| not_found())?;
     let found = results::get(&s.mongo, &caller.team, &run, RunKind::Native).await?.ok_or_else(not_found)?;
@@ -320,7 +314,6 @@ pub async fn results_list(
     caller: Caller,
     ApiQuery(q): ApiQuery<ResultsQuery>,
 ) -> ApiResult<Json<Value>> {
-    caller.require(Permission::ViewScans)?;
     let (skip, limit) = page(q.skip, q.limit, 50, 200)?;
     let mut filter = doc! { "kind": "native" };
     if let Some(t) = q.tool_type {

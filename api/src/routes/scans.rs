@@ -7,7 +7,6 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cspm_shared::domain::provider::Provider;
-use cspm_shared::domain::role::Permission;
 use cspm_shared::domain::scan::{CanaryOptions, RunStatus, ScanType, SubJobCounts, ToolId};
 use cspm_shared::ids::{AccountId, RunId};
 use cspm_shared::orchestrate::{self, CloudScanRequest, StartError, Started};
@@ -59,7 +58,6 @@ pub async fn initiate(
     caller: Caller,
     ApiJson(body): ApiJson<InitiateBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    caller.require(Permission::RunScans)?;
     let account: AccountId = body.account_id.parse().map_err(|_| ApiError::not_found("cloud account"))?;
     if let Some(p) = &body.provider {
         let p: Provider = p.parse().map_err(|e: String| ApiError::invalid("provider", e))?;
@@ -79,7 +77,6 @@ pub async fn scan_account(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<AccountScanBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    caller.require(Permission::RunScans)?;
     let account: AccountId = path_id(&id, "cloud account")?;
     start(s, caller, account, body.scan_type, body.regions, body.tools, body.canary, "manual").await
 }
@@ -164,7 +161,6 @@ pub async fn list(
     caller: Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    caller.require(Permission::ViewScans)?;
     let (skip, limit) = page(q.skip, q.limit, 50, 200)?;
     let filter = RunFilter {
         kind: Some(RunKind::Cloud),
@@ -192,7 +188,6 @@ pub(crate) async fn load(s: &AppState, caller: &Caller, id: &str) -> ApiResult<R
 }
 
 pub async fn status(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    caller.require(Permission::ViewScans)?;
     let run = load(&s, &caller, &id).await?;
     let jobs = subjobs::list_for_run(&s.mongo, &run.id).await?;
     let mut counts = SubJobCounts::default();
@@ -242,7 +237,6 @@ pub async fn status(State(s): State<AppState>, caller: Caller, Path(id): Path<St
 }
 
 pub async fn summary(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    caller.require(Permission::ViewScans)?;
     let run = load(&s, &caller, &id).await?;
     let counts = match run.counts {
         Some(c) => c,
@@ -275,7 +269,6 @@ pub async fn cancel(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    caller.require(Permission::ManageScans)?;
     let id: RunId = path_id(&id, "scan")?;
     match orchestrate::cancel_run(&s.mongo, &s.queues, &caller.team, &id).await {
         Ok(Some(c)) => {
@@ -301,7 +294,6 @@ pub async fn cancel(
 /// The run's findings as OCSF events, one JSON object per line (NDJSON), streamed from the database:
 /// the findings whose latest sighting is this run.
 pub async fn ocsf(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
-    caller.require(Permission::ViewScans)?;
     let run = load(&s, &caller, &id).await?;
     let cursor = s
         .mongo

@@ -7,7 +7,6 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use cspm_shared::domain::provider::validate_region;
-use cspm_shared::domain::role::Permission;
 use cspm_shared::domain::scan::{ScanType, ToolId};
 use cspm_shared::domain::schedule::{OverlapPolicy, Trigger, default_skip_window};
 use cspm_shared::ids::{AccountId, ScheduleId};
@@ -217,7 +216,6 @@ pub async fn create(
     caller: Caller,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    caller.require(Permission::ManageScans)?;
     let now = Timestamp::now();
     let name = name(&body.name)?;
     let description = description(body.description)?;
@@ -253,7 +251,6 @@ pub async fn list(
     caller: Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    caller.require(Permission::ViewScans)?;
     let (skip, limit) = page(q.skip, q.limit, 50, 200)?;
     let mut filter = ScheduleFilter::default();
     if let Some(a) = q.account_id {
@@ -284,7 +281,6 @@ async fn load(s: &AppState, caller: &Caller, id: &str) -> ApiResult<ScheduleDoc>
 }
 
 pub async fn get(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    caller.require(Permission::ViewScans)?;
     Ok(Json(view(&load(&s, &caller, &id).await?)))
 }
 
@@ -294,7 +290,6 @@ pub async fn update(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UpdateBody>,
 ) -> ApiResult<Json<Value>> {
-    caller.require(Permission::ManageScans)?;
     let mut doc = load(&s, &caller, &id).await?;
     let now = Timestamp::now();
     if let Some(n) = &body.name {
@@ -323,7 +318,6 @@ pub async fn update(
 }
 
 pub async fn delete(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    caller.require(Permission::ManageScans)?;
     let id: ScheduleId = path_id(&id, "schedule")?;
     if !schedules::delete(&s.mongo, &caller.team, &id).await? {
         return Err(ApiError::not_found("schedule"));
@@ -337,7 +331,6 @@ pub async fn pause(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Value>> {
-    caller.require(Permission::ManageScans)?;
     let id: ScheduleId = path_id(&id, "schedule")?;
     // The body is optional: `{"reason": "..."}` or nothing.
     let body: Option<PauseBody> = if body.iter().all(u8::is_ascii_whitespace) {
@@ -360,7 +353,6 @@ pub async fn pause(
 }
 
 pub async fn resume(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    caller.require(Permission::ManageScans)?;
     let id: ScheduleId = path_id(&id, "schedule")?;
     match schedules::resume(&s.mongo, &caller.team, &id, Timestamp::now()).await? {
         None => return Err(ApiError::not_found("schedule")),
@@ -377,7 +369,6 @@ pub async fn history(
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<Value>> {
-    caller.require(Permission::ViewScans)?;
     let doc = load(&s, &caller, &id).await?;
     let (skip, limit) = page(q.skip, q.limit, 50, 200)?;
     let (fires, total) = schedules::history(&s.mongo, &caller.team, &doc.id, skip, limit).await?;

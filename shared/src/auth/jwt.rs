@@ -11,26 +11,25 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::domain::role::Role;
-use crate::ids::{TeamId, UserId};
+use crate::ids::{SessionId, UserId};
 
 type HmacSha256 = Hmac<Sha256>;
 
 /// `{"alg":"HS256","typ":"JWT"}`, the only header we issue and accept.
 const HEADER_JSON: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
 
-/// What a token says about its bearer.
+/// What a token says about its bearer: who, and in which session. The team and the role are not in
+/// the token: they are read with the session on every request, so a change takes effect at once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: UserId,
-    pub team: TeamId,
-    pub role: Role,
-    pub email: String,
+    /// The session; the token is honoured only while it exists.
+    pub sid: SessionId,
     /// Issued at, seconds since the epoch.
     pub iat: i64,
     /// Expires at, seconds since the epoch.
     pub exp: i64,
-    /// Token id, for revocation lists and audit.
+    /// Token id.
     pub jti: String,
 }
 
@@ -111,15 +110,7 @@ mod tests {
     use super::*;
 
     fn claims(exp: i64) -> Claims {
-        Claims {
-            sub: UserId::new(),
-            team: TeamId::new(),
-            role: Role::Viewer,
-            email: "a@example.com".into(),
-            iat: 0,
-            exp,
-            jti: "t1".into(),
-        }
+        Claims { sub: UserId::new(), sid: SessionId::new(), iat: 0, exp, jti: "t1".into() }
     }
 
     fn keys(k: &str) -> TokenKeys {
@@ -141,7 +132,7 @@ mod tests {
         assert_eq!(keys("key-two-key-two-key-two-key-two!").verify(&t, 0), Err(TokenError::Signature));
         let mut parts: Vec<String> = t.split('.').map(str::to_string).collect();
         let mut forged = claims(1_000);
-        forged.role = Role::Admin;
+        forged.sub = UserId::new();
         parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged).expect("json"));
         assert_eq!(keys("key-one-key-one-key-one-key-one!").verify(&parts.join("."), 0), Err(TokenError::Signature));
     }

@@ -21,7 +21,8 @@ pub fn hash_password(password: &str) -> String {
     hash_with(password, ITERATIONS, &rand::random::<[u8; SALT_LEN]>())
 }
 
-pub(crate) fn hash_with(password: &str, iterations: u32, salt: &[u8]) -> String {
+/// A hash with a given iteration count and salt (legacy records, tests).
+pub fn hash_with(password: &str, iterations: u32, salt: &[u8]) -> String {
     let mut out = [0u8; HASH_LEN];
     pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), salt, iterations, &mut out);
     format!("{iterations}${}${}", hex::encode(salt), hex::encode(out))

@@ -142,7 +142,9 @@ impl Preset {
         match self {
             Preset::CiCdBasic => vec![ScansTrigger, ScansRead],
             Preset::CiCdFull => vec![ScansTrigger, ScansRead, ScansManage, VulnerabilitiesRead],
-            Preset::ReadOnly => vec![ScansRead, VulnerabilitiesRead, AssessmentsRead, CloudRead, RisksRead, ReportsRead],
+            Preset::ReadOnly => {
+                vec![ScansRead, VulnerabilitiesRead, AssessmentsRead, CloudRead, RisksRead, ReportsRead]
+            }
             Preset::SecurityAutomation => vec![
                 ScansTrigger,
                 ScansRead,

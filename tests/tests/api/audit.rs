@@ -201,9 +201,8 @@ async fn members_read_their_own_events_and_administrators_the_teams() {
     assert_eq!(all["total"], json!(4), "{all}");
     let one = trail(&app, &admin, &format!("?action=probe.*&user_id={viewer_id}")).await;
     assert_eq!(actions_of(&one), vec!["probe.viewer"], "{one}");
-    let by_path = app.api.get(&admin, &format!("/api/audit-trail/user/{analyst_id}?action=probe.*")).await;
-    assert_eq!(by_path.0, 200, "{}", by_path.1);
-    assert_eq!(actions_of(&by_path.1), vec!["probe.analyst"], "{}", by_path.1);
+    let one = trail(&app, &admin, &format!("?action=probe.*&user_id={analyst_id}")).await;
+    assert_eq!(actions_of(&one), vec!["probe.analyst"], "{one}");
 
     // A viewer and an analyst see their own, whatever they filter by.
     let own = trail(&app, &viewer, "?action=probe.*").await;
@@ -215,7 +214,7 @@ async fn members_read_their_own_events_and_administrators_the_teams() {
     assert_eq!(actions_of(&own), vec!["probe.analyst"], "{own}");
     let (s, b) = app.api.get(&viewer, &format!("/api/audit-trail?user_id={admin_id}")).await;
     assert_problem(s, &b, 403, "your own audit events");
-    let (s, b) = app.api.get(&analyst, &format!("/api/audit-trail/user/{viewer_id}")).await;
+    let (s, b) = app.api.get(&analyst, &format!("/api/audit-trail?user_id={viewer_id}")).await;
     assert_problem(s, &b, 403, "your own audit events");
 
     // The action menu follows the same scope.
@@ -460,4 +459,61 @@ async fn retention_removes_audit_events_older_than_a_year_in_batches() {
     assert_eq!(audit::delete_older_than(&app.mongo, cutoff, 2).await.expect("delete"), 2);
     assert_eq!(audit::delete_older_than(&app.mongo, cutoff, 2).await.expect("delete"), 1);
     assert_eq!(audit::delete_older_than(&app.mongo, cutoff, 2).await.expect("delete"), 0);
+}
+
+/// A GET with an API key.
+async fn key_get(app: &TestApi, key: &str, path: &str) -> (u16, Value) {
+    app.api.raw(app.api.http.get(app.api.url(path)).header("X-API-Key", key)).await
+}
+
+/// Makes an API key with a session; returns (key id, key).
+async fn make_key(app: &TestApi, token: &str, scopes: &[&str]) -> (String, String) {
+    let (s, b) = app.api.post(token, "/api/api-keys", json!({ "name": unique("audit"), "scopes": scopes })).await;
+    assert_eq!(s, 201, "{b}");
+    (b["key_id"].as_str().expect("key id").to_string(), b["api_key"].as_str().expect("the key").to_string())
+}
+
+#[tokio::test]
+async fn api_keys_read_the_teams_trail_only_with_admin_audit_and_their_owners_role() {
+    let app = TestApi::spawn().await;
+    let admin = app.admin().await;
+    let team = app.admin_team().await;
+    let admin_id = user_id(&app, &app.admin_email).await;
+    let viewer_email = format!("viewer@{}.test", app.prefix);
+    let viewer = user_token(&app.api, &app.mongo, &viewer_email, &team, Role::Viewer).await;
+    let viewer_id = user_id(&app, &viewer_email).await;
+    seed(&app, Some(&team), Some(&admin_id), "probe.admin", "2022-01-01T00:00:00Z", 200).await;
+    seed(&app, Some(&team), Some(&viewer_id), "probe.viewer", "2022-01-02T00:00:00Z", 200).await;
+
+    let (_, audit_key) = make_key(&app, &admin, &["admin:audit"]).await;
+    let (s, b) = key_get(&app, &audit_key, "/api/audit-trail?action=probe.*").await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(actions_of(&b), vec!["probe.viewer", "probe.admin"], "{b}");
+    let (_, scans_key) = make_key(&app, &admin, &["scans:read"]).await;
+    let (s, b) = key_get(&app, &scans_key, "/api/audit-trail").await;
+    assert_problem(s, &b, 403, "admin:audit");
+
+    // The scope does not lift the owner's role: a viewer's key reads the viewer's own events.
+    let (_, viewer_key) = make_key(&app, &viewer, &["admin:audit"]).await;
+    let (s, b) = key_get(&app, &viewer_key, "/api/audit-trail?action=probe.*").await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(actions_of(&b), vec!["probe.viewer"], "{b}");
+    let (s, b) = key_get(&app, &viewer_key, &format!("/api/audit-trail?user_id={admin_id}")).await;
+    assert_problem(s, &b, 403, "your own audit events");
+
+    // A write with a key names the key.
+    let (cloud_id, cloud_key) = make_key(&app, &admin, &["cloud:manage"]).await;
+    let (s, b) = app
+        .api
+        .raw(app.api.http.post(app.api.url("/api/cloud-accounts")).header("X-API-Key", &cloud_key).json(&json!({
+            "provider": "aws", "account_id": "123456789012", "account_name": "by key",
+            "credentials": { "access_key_id": "AKIAKEYKEYKEYKEYKEY", "secret_access_key": unique("k") },
+        })))
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let e = recorded(&app, "the key's write", doc! { "action": "cloud_account.create" }).await;
+    assert_eq!(e.api_key_id.map(|k| k.to_string()), Some(cloud_id));
+    assert_eq!(e.actor_id, Some(admin_id));
+    let all = stored_text(&app).await;
+    assert!(!all.contains(&cloud_key), "the key is stored: {all}");
 }

@@ -2,7 +2,9 @@
 //! problem details, team isolation, roles, race-free scan creation, dependency outages, and the
 //! artifact store the API serves raw scanner output from.
 
+mod access;
 mod accounts;
+mod api_keys;
 mod artifact_store;
 mod artifacts;
 mod audit;
@@ -11,6 +13,7 @@ mod compliance;
 mod docs;
 mod findings;
 mod hygiene;
+mod identity;
 mod kev;
 mod outages;
 mod scans;

@@ -64,13 +64,15 @@ async fn mongodb_down_gives_503_and_the_api_recovers_when_it_returns() {
     assert_eq!(ready.status().as_u16(), 503);
 
     // An in-memory server comes back empty: the API recreates its indexes and administrator by itself
-    // only at start-up, so recovery here means answering again, not finding old data.
+    // only at start-up, so recovery here means answering from the database again, not finding old
+    // data — the session went with the data, so the token is refused by the database's answer.
     mongo.start();
-    wait_until(Duration::from_secs(30), "the API to answer from the database again", || async {
-        let (s, _) = app.api.get(&token, "/api/cloud-accounts").await;
-        (s == 200).then_some(())
+    let (s, b) = wait_until(Duration::from_secs(30), "the API to answer from the database again", || async {
+        let (s, b) = app.api.get(&token, "/api/cloud-accounts").await;
+        (s != 503).then_some((s, b))
     })
     .await;
+    assert_problem(s, &b, 401, "session has ended");
     let ready = app.api.http.get(app.api.url("/readyz")).send().await.expect("sent");
     assert_eq!(ready.status().as_u16(), 200);
 }

@@ -2,7 +2,9 @@
 //! against moto (an AWS emulator from PyPI) on loopback, seeded with a public bucket, a console user
 //! without MFA and a security group open to the world. The account is registered through the API with
 //! an endpoint override; the scan's findings are ingested, deduplicated on a rescan and attached to the
-//! run, and Prowler's raw output is in the artifact store.
+//! run, and Prowler's raw output is in the artifact store. Every secret the scan handled — the cloud
+//! credentials, the administrator's password, the session token, an API key — is then looked for in
+//! every log line of every process: none may appear.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -85,6 +87,9 @@ async fn prowler_in_its_container_scans_an_emulated_aws_account_end_to_end() {
         ("PROWLER_HOST_OUTPUT_DIR", &out),
     ]);
     let token = fleet.admin().await;
+    // Distinctive secrets, to look for in the logs afterwards (moto accepts any key pair).
+    let access_key = format!("AKIA{}", fleet.prefix.to_ascii_uppercase());
+    let secret_key = format!("Secret/{}/k3y+with+symbols", fleet.prefix);
 
     let (s, account) = fleet
         .api
@@ -96,7 +101,7 @@ async fn prowler_in_its_container_scans_an_emulated_aws_account_end_to_end() {
                 "account_id": "123456789012",
                 "account_name": "moto",
                 "regions": ["us-east-1"],
-                "credentials": { "access_key_id": "testing", "secret_access_key": "testing" },
+                "credentials": { "access_key_id": access_key, "secret_access_key": secret_key },
                 "endpoint_url": endpoint,
                 "services": ["s3", "iam", "ec2"],
                 // moto ships ~1,300 public snapshots: these two checks would read them all.
@@ -107,8 +112,23 @@ async fn prowler_in_its_container_scans_an_emulated_aws_account_end_to_end() {
     assert_eq!(s, 201, "{account}");
     let account_id = account["id"].as_str().expect("account id").to_string();
 
+    // An API key reads the run as CI would.
+    let (s, key) =
+        fleet.api.post(&token, "/api/api-keys", json!({ "name": "ci", "scope_preset": "ci_cd_basic" })).await;
+    assert_eq!(s, 201, "{key}");
+    let api_key = key["api_key"].as_str().expect("the key, shown once").to_string();
+
     let started = Instant::now();
     let (run, status) = scan(&fleet, &token, &account_id).await;
+    let resp = fleet
+        .api
+        .http
+        .get(fleet.api.url(&format!("/api/cloud-scans/{run}/status")))
+        .header("x-api-key", &api_key)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status().as_u16(), 200);
     let wall = started.elapsed();
     assert_eq!(status["status"], json!("completed"), "{status}");
 
@@ -164,6 +184,31 @@ async fn prowler_in_its_container_scans_an_emulated_aws_account_end_to_end() {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .find(|j| j["message"] == json!("scanner container started"))
         .map(|j| j["start_seconds"].clone());
+    // No secret in any log line of any process (API, scheduler, workers, and the scanner output the
+    // worker relays).
+    let secrets = [
+        ("the AWS access key", access_key.as_str()),
+        ("the AWS secret key", secret_key.as_str()),
+        ("the admin password", cspm_tests::ADMIN_PASSWORD),
+        ("the session token", token.as_str()),
+        ("the API key", api_key.as_str()),
+    ];
+    let mut lines = 0;
+    for entry in std::fs::read_dir(&fleet.log_dir).expect("log dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "log") {
+            let text = std::fs::read_to_string(&path).expect("log");
+            lines += text.lines().count();
+            for (what, secret) in secrets {
+                assert!(!text.contains(secret), "{what} appears in {}", path.display());
+            }
+            // Nor their most telling parts (a token's signature, a key's random part).
+            let signature = token.rsplit('.').next().unwrap_or(&token);
+            assert!(!text.contains(signature), "a token signature appears in {}", path.display());
+            assert!(!text.contains(&api_key[4..]), "the API key's secret part appears in {}", path.display());
+        }
+    }
+    assert!(lines > 50, "the fleet logged ({lines} lines)");
     eprintln!(
         "prowler e2e: wall {:.1}s; container start {container_start:?}s; scan {}s; parse+store {}s; findings {}",
         wall.as_secs_f64(),

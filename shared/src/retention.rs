@@ -5,8 +5,9 @@
 //! stalls the database for other work): finished runs older than the scan retention with everything
 //! that belongs to them (SubJobs, the unified scan record, raw artifacts in object storage, schedule
 //! fires), findings that were resolved or passed and not seen since, resolved vulnerability occurrences
-//! not seen since, and finished schedule fires. Dependants go first and the run last, so a sweep cut
-//! short (a crash, the batch budget) is completed by the next one.
+//! not seen since, finished schedule fires, and audit events older than the audit retention (the
+//! trail is otherwise insert-only, `crate::store::audit`). Dependants go first and the run last, so a
+//! sweep cut short (a crash, the batch budget) is completed by the next one.
 
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use crate::config::{Env, KeySpec};
 use crate::db::Mongo;
 use crate::error::StoreResult;
 use crate::ids::{RunId, TeamId};
-use crate::store::{runs, subjobs};
+use crate::store::{audit, runs, subjobs};
 use crate::time::Timestamp;
 
 pub const RETENTION_KEYS: &[KeySpec] = &[
@@ -31,6 +32,11 @@ pub const RETENTION_KEYS: &[KeySpec] = &[
         "CSPM_RETENTION_FINDINGS_DAYS",
         "180",
         "resolved or passed findings, and resolved vulnerability occurrences, not seen for this long are removed",
+    ),
+    KeySpec::optional(
+        "CSPM_RETENTION_AUDIT_DAYS",
+        "365",
+        "audit-trail events older than this are removed (the trail is otherwise never changed)",
     ),
     KeySpec::optional("CSPM_RETENTION_INTERVAL_HOURS", "24", "how often retention runs"),
     KeySpec::optional("CSPM_RETENTION_BATCH", "500", "documents removed per batch (a short pause follows each batch)"),
@@ -45,6 +51,7 @@ pub const RETENTION_KEYS: &[KeySpec] = &[
 pub struct RetentionSettings {
     pub scan_age: Duration,
     pub findings_age: Duration,
+    pub audit_age: Duration,
     pub interval: Duration,
     pub batch: i64,
     /// Batches one sweep may run per kind of document (the rest waits for the next sweep).
@@ -61,6 +68,7 @@ impl RetentionSettings {
         Self {
             scan_age: Duration::from_secs(DAY * env.bounded::<u64>("CSPM_RETENTION_SCAN_DAYS", 180, 1, 36_500)),
             findings_age: Duration::from_secs(DAY * env.bounded::<u64>("CSPM_RETENTION_FINDINGS_DAYS", 180, 1, 36_500)),
+            audit_age: Duration::from_secs(DAY * env.bounded::<u64>("CSPM_RETENTION_AUDIT_DAYS", 365, 1, 36_500)),
             interval: Duration::from_secs(3600 * env.bounded::<u64>("CSPM_RETENTION_INTERVAL_HOURS", 24, 1, 24 * 30)),
             batch: env.bounded("CSPM_RETENTION_BATCH", 500, 10, 10_000),
             max_batches: 200,
@@ -79,6 +87,7 @@ pub struct RetentionReport {
     pub findings: u64,
     pub occurrences: u64,
     pub fires: u64,
+    pub audit: u64,
     /// Whether a budget ran out (more is left for the next sweep).
     pub incomplete: bool,
 }
@@ -168,6 +177,19 @@ pub async fn sweep(
     .await?;
     r.fires += n;
     r.incomplete |= more;
+    // Audit events, through the store: it is the one place that removes them.
+    let audit_cutoff = now.minus(s.audit_age);
+    let mut more = true;
+    for _ in 0..s.max_batches {
+        let n = audit::delete_older_than(db, audit_cutoff, s.batch).await?;
+        r.audit += n;
+        if n < s.batch as u64 {
+            more = false;
+            break;
+        }
+        tokio::time::sleep(s.pause).await;
+    }
+    r.incomplete |= more;
     Ok(r)
 }
 
@@ -247,4 +269,23 @@ pub async fn end_stuck_runs(db: &Mongo, stuck_after: Duration, now: Timestamp, l
         }
     }
     Ok(ended)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_events_are_kept_a_year_unless_configured() {
+        let env = Env::from_map(Vec::<(String, String)>::new());
+        assert_eq!(RetentionSettings::load(&env).audit_age, Duration::from_secs(365 * DAY));
+        env.finish(()).expect("no problems");
+        let env = Env::from_map([("CSPM_RETENTION_AUDIT_DAYS", "730")]);
+        assert_eq!(RetentionSettings::load(&env).audit_age, Duration::from_secs(730 * DAY));
+        let env = Env::from_map([("CSPM_RETENTION_AUDIT_DAYS", "0")]);
+        RetentionSettings::load(&env);
+        let err = env.finish(()).expect_err("0 days is refused");
+        assert!(err.to_string().contains("CSPM_RETENTION_AUDIT_DAYS"), "{err}");
+        assert!(RETENTION_KEYS.iter().any(|k| k.name == "CSPM_RETENTION_AUDIT_DAYS" && k.default == Some("365")));
+    }
 }

@@ -7,6 +7,7 @@ mod accounts;
 mod api_keys;
 mod artifact_store;
 mod artifacts;
+mod audit;
 mod auth;
 mod compliance;
 mod contract;

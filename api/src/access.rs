@@ -139,7 +139,7 @@ async fn guard(State(g): State<Gate>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     let target = first_param(g.route.path, &path);
     // Sign-in bodies are never kept; other audited bodies are summarised with secrets redacted.
-    let (req, body) = if g.route.audited && g.route.action != "user.login" {
+    let (req, body) = if g.route.audited && !cspm_shared::audit::body_is_never_stored(g.route.path) {
         match summarise_body(req, g.state.config.max_body_bytes).await {
             Ok(pair) => pair,
             Err(resp) => return resp,
@@ -335,12 +335,19 @@ fn first_param(template: &str, path: &str) -> Option<String> {
         .map(|(_, v)| v.chars().take(64).collect())
 }
 
+/// The media type of a Content-Type header without its parameters, as a short token (the header is the
+/// caller's text: it must not carry anything else into the audit trail).
+fn media_type(raw: &str) -> String {
+    let essence = raw.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence.chars().filter(|c| c.is_ascii_alphanumeric() || "/+.-".contains(*c)).take(64).collect()
+}
+
 /// Reads a JSON body of a known length within the body limit to summarise it for the audit trail, and
 /// puts it back. Other bodies (catalog uploads, a KEV catalog of several MB, a body of unknown length)
 /// are described by type and size only, and stream on untouched to the handler, which applies its own
 /// limit.
 async fn summarise_body(req: Request, limit: usize) -> Result<(Request, Option<String>), Response> {
-    let ctype = header_text(req.headers(), header::CONTENT_TYPE.as_str());
+    let ctype = header_text(req.headers(), header::CONTENT_TYPE.as_str()).map(|c| media_type(&c));
     let is_json = ctype.as_deref().is_some_and(|c| c.starts_with("application/json") || c.contains("+json"));
     let len: Option<usize> =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());

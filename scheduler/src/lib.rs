@@ -256,6 +256,8 @@ impl Loops {
             ("retention_findings", r.findings),
             ("retention_occurrences", r.occurrences),
             ("retention_fires", r.fires),
+            ("retention_audit", r.audit),
+            ("retention_sessions", r.sessions),
         ] {
             self.metrics.count(what, n);
         }
@@ -266,6 +268,8 @@ impl Loops {
                 occurrences = r.occurrences,
                 artifacts = r.artifacts,
                 fires = r.fires,
+                audit = r.audit,
+                sessions = r.sessions,
                 incomplete = r.incomplete,
                 "retention sweep"
             );

@@ -88,6 +88,8 @@ pub struct RetentionReport {
     pub occurrences: u64,
     pub fires: u64,
     pub audit: u64,
+    /// Expired sessions removed.
+    pub sessions: u64,
     /// Whether a budget ran out (more is left for the next sweep).
     pub incomplete: bool,
 }
@@ -183,6 +185,18 @@ pub async fn sweep(
     for _ in 0..s.max_batches {
         let n = audit::delete_older_than(db, audit_cutoff, s.batch).await?;
         r.audit += n;
+        if n < s.batch as u64 {
+            more = false;
+            break;
+        }
+        tokio::time::sleep(s.pause).await;
+    }
+    r.incomplete |= more;
+    // Sessions past their fixed lifetime (the API already refuses them; this only frees the space).
+    let mut more = true;
+    for _ in 0..s.max_batches {
+        let n = crate::store::sessions::delete_expired(db, now, s.batch).await?;
+        r.sessions += n;
         if n < s.batch as u64 {
             more = false;
             break;

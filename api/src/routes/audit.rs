@@ -28,7 +28,7 @@ use crate::state::AppState;
 const MAX_PATTERN_CHARS: usize = 100;
 const DAY_MS: i64 = 86_400_000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub struct ListQuery {
     user_id: Option<String>,
     action: Option<String>,
@@ -149,6 +149,11 @@ pub async fn for_user(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     let user: UserId = path_id(&user_id, "user")?;
+    // Someone outside the caller's team is not found, like any other team's object.
+    let member = cspm_shared::store::users::get(&s.mongo, &user).await?;
+    if member.and_then(|m| m.role_in(&caller.team)).is_none() {
+        return Err(ApiError::not_found("user"));
+    }
     let q = build(&caller, q, Some(user))?;
     answer(&s, q).await
 }

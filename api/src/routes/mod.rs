@@ -296,6 +296,13 @@ pub fn table(import_max_bytes: usize) -> Vec<Endpoint> {
         // Audit trail: members read their own events, admins the team's (the handler decides).
         get("/api/audit-trail", Access::SignedIn(Keys::Scope(AdminAudit)), "audit.list", "Audit events", audit::list),
         get(
+            "/api/audit-trail/user/{user_id}",
+            Access::SignedIn(Keys::Scope(AdminAudit)),
+            "audit.list",
+            "One team member's audit events",
+            audit::for_user,
+        ),
+        get(
             "/api/audit-trail/actions",
             Access::SignedIn(Keys::Scope(AdminAudit)),
             "audit.actions",

@@ -194,11 +194,13 @@ async fn prowler_in_its_container_scans_an_emulated_aws_account_end_to_end() {
         ("the API key", api_key.as_str()),
     ];
     let mut lines = 0;
+    let mut saw_the_scan = false;
     for entry in std::fs::read_dir(&fleet.log_dir).expect("log dir") {
         let path = entry.expect("entry").path();
         if path.extension().is_some_and(|e| e == "log") {
             let text = std::fs::read_to_string(&path).expect("log");
             lines += text.lines().count();
+            saw_the_scan |= text.contains("sub-job ended");
             for (what, secret) in secrets {
                 assert!(!text.contains(secret), "{what} appears in {}", path.display());
             }
@@ -208,7 +210,7 @@ async fn prowler_in_its_container_scans_an_emulated_aws_account_end_to_end() {
             assert!(!text.contains(&api_key[4..]), "the API key's secret part appears in {}", path.display());
         }
     }
-    assert!(lines > 50, "the fleet logged ({lines} lines)");
+    assert!(lines > 10 && saw_the_scan, "the logs that were searched hold the scan ({lines} lines)");
     eprintln!(
         "prowler e2e: wall {:.1}s; container start {container_start:?}s; scan {}s; parse+store {}s; findings {}",
         wall.as_secs_f64(),

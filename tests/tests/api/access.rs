@@ -171,11 +171,20 @@ impl Objects {
 /// Routes whose objects only exist after a worker ingested a scan or a sync ran; their cross-team cases
 /// are in the tests named here.
 const COVERED_ELSEWHERE: &[(&str, &str)] = &[
-    ("/api/cspm/findings/{id}", "findings::findings_are_team_scoped…"),
-    ("/api/vulnerabilities/occurrences/{id}", "findings.rs (occurrences of another team)"),
-    ("/api/cloud-scans/{run_id}/artifacts/{artifact_id}", "artifacts::another team"),
+    ("/api/cspm/findings/{id}", "findings::findings_are_listed_filtered_grouped_and_counted_within_the_team"),
+    (
+        "/api/vulnerabilities/occurrences/{id}",
+        "findings::findings_are_listed_filtered_grouped_and_counted_within_the_team",
+    ),
+    (
+        "/api/cloud-scans/{run_id}/artifacts/{artifact_id}",
+        "artifacts::a_runs_artifacts_are_listed_and_downloaded_by_its_team_only",
+    ),
     ("/api/compliance-engine/sync/{job_id}", "compliance::one_sync_per_team_at_a_time_and_other_teams_see_their_own"),
-    ("/api/common-controls/control/{scf_id}", "the SCF catalog is shared; control states: compliance.rs"),
+    (
+        "/api/common-controls/control/{scf_id}",
+        "the SCF catalog is shared by all teams; each team's control states: compliance::one_sync_per_team_at_a_time_and_other_teams_see_their_own",
+    ),
 ];
 
 /// A body that passes validation, so that the answer says whether the object exists for the caller.

@@ -153,8 +153,24 @@ async fn findings_are_listed_filtered_grouped_and_counted_within_the_team() {
     let (s, body) =
         app.api.post(&b, &format!("/api/cspm/findings/{id}/resolve"), json!({ "resolution_notes": "x" })).await;
     assert_problem(s, &body, 404, "not found");
+    let (s, body) = app
+        .api
+        .post(&b, &format!("/api/cspm/findings/{id}/suppress"), json!({ "reason": "x", "duration_days": 7 }))
+        .await;
+    assert_problem(s, &body, 404, "not found");
+    let (s, body) = app.api.post(&b, &format!("/api/cspm/findings/{id}/unsuppress"), json!({})).await;
+    assert_problem(s, &body, 404, "not found");
     let occ_id = occ["occurrences"][0]["id"].as_str().expect("id");
     let (s, body) = app.api.get(&b, &format!("/api/vulnerabilities/occurrences/{occ_id}")).await;
+    assert_problem(s, &body, 404, "not found");
+    let (s, body) = app
+        .api
+        .put(
+            &b,
+            &format!("/api/vulnerabilities/occurrences/{occ_id}/status"),
+            json!({ "status": "accepted_risk", "note": "x" }),
+        )
+        .await;
     assert_problem(s, &body, 404, "not found");
     let (_, stats_b) = app.api.get(&b, "/api/cspm/findings/stats").await;
     assert_eq!(stats_b["total"], json!(0));

@@ -137,7 +137,7 @@ async fn guard(State(g): State<Gate>, req: Request, next: Next) -> Response {
     let ip = client_ip(&req);
     let user_agent = header_text(req.headers(), header::USER_AGENT.as_str());
     let path = req.uri().path().to_string();
-    let target = first_param(g.route.path, &path);
+    let target = cspm_shared::audit::first_path_param(g.route.path, &path).map(|v| v.chars().take(64).collect());
     // Sign-in bodies are never kept; other audited bodies are summarised with secrets redacted.
     let (req, body) = if g.route.audited && !cspm_shared::audit::body_is_never_stored(g.route.path) {
         match summarise_body(req, g.state.config.max_body_bytes).await {
@@ -326,15 +326,6 @@ fn header_text(h: &HeaderMap, name: &str) -> Option<String> {
     h.get(name).and_then(|v| v.to_str().ok()).map(|v| v.chars().take(256).collect())
 }
 
-/// The value of the route's first path parameter (`/api/cloud-scans/{run_id}` → the run id).
-fn first_param(template: &str, path: &str) -> Option<String> {
-    template
-        .split('/')
-        .zip(path.split('/'))
-        .find(|(t, _)| t.starts_with('{'))
-        .map(|(_, v)| v.chars().take(64).collect())
-}
-
 /// The media type of a Content-Type header without its parameters, as a short token (the header is the
 /// caller's text: it must not carry anything else into the audit trail).
 fn media_type(raw: &str) -> String {
@@ -373,11 +364,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_first_path_parameter_is_the_target() {
-        assert_eq!(
-            first_param("/api/cloud-scans/{run_id}/status", "/api/cloud-scans/scan_1/status"),
-            Some("scan_1".into())
-        );
-        assert_eq!(first_param("/api/cloud-scans", "/api/cloud-scans"), None);
+    fn only_the_media_type_of_a_content_type_reaches_the_trail() {
+        assert_eq!(media_type("application/json; charset=utf-8"), "application/json");
+        assert_eq!(media_type("Multipart/Form-Data; boundary=secret-token"), "multipart/form-data");
+        assert_eq!(media_type("text/plain\"<script>x</script>"), "text/plainscriptx/script");
+        assert!(media_type(&"a".repeat(300)).len() <= 64);
     }
 }

@@ -138,23 +138,25 @@ async fn guard(State(g): State<Gate>, req: Request, next: Next) -> Response {
     let user_agent = header_text(req.headers(), header::USER_AGENT.as_str());
     let path = req.uri().path().to_string();
     let target = cspm_shared::audit::first_path_param(g.route.path, &path).map(|v| v.chars().take(64).collect());
-    // Sign-in bodies are never kept; other audited bodies are summarised with secrets redacted.
-    let (req, body) = if g.route.audited && !cspm_shared::audit::body_is_never_stored(g.route.path) {
-        match summarise_body(req, g.state.config.max_body_bytes).await {
-            Ok(pair) => pair,
-            Err(resp) => return resp,
-        }
-    } else {
-        (req, None)
-    };
-    let (mut resp, caller, limit) = match authenticate(&g.state, g.route.access, req.headers()).await {
-        Err((e, limit)) => (e.into_response(), None, limit),
+    let (mut resp, caller, limit, body) = match authenticate(&g.state, g.route.access, req.headers()).await {
+        Err((e, limit)) => (e.into_response(), None, limit, None),
         Ok((caller, limit)) => {
-            let mut req = req;
-            if let Some(c) = &caller {
-                req.extensions_mut().insert(c.clone());
+            // Only an admitted request's body is read: sign-in bodies are never kept; other audited
+            // bodies are summarised with secrets redacted.
+            let read = if g.route.audited && !cspm_shared::audit::body_is_never_stored(g.route.path) {
+                summarise_body(req, g.state.config.max_body_bytes).await
+            } else {
+                Ok((req, None))
+            };
+            match read {
+                Err(refused) => (refused, caller, limit, None),
+                Ok((mut req, body)) => {
+                    if let Some(c) = &caller {
+                        req.extensions_mut().insert(c.clone());
+                    }
+                    (next.run(req).await, caller, limit, body)
+                }
             }
-            (next.run(req).await, caller, limit)
         }
     };
     if let Some(d) = limit {

@@ -19,7 +19,7 @@ use crate::config::{Env, KeySpec};
 use crate::db::Mongo;
 use crate::error::StoreResult;
 use crate::ids::{RunId, TeamId};
-use crate::store::{audit, runs, subjobs};
+use crate::store::{runs, subjobs};
 use crate::time::Timestamp;
 
 pub const RETENTION_KEYS: &[KeySpec] = &[
@@ -179,35 +179,19 @@ pub async fn sweep(
     .await?;
     r.fires += n;
     r.incomplete |= more;
-    // Audit events, through the store: it is the one place that removes them.
-    let audit_cutoff = now.minus(s.audit_age);
-    let mut more = true;
-    for _ in 0..s.max_batches {
-        let n = audit::delete_older_than(db, audit_cutoff, s.batch).await?;
-        r.audit += n;
-        if n < s.batch as u64 {
-            more = false;
-            break;
-        }
-        tokio::time::sleep(s.pause).await;
-    }
+    // Audit events older than the audit retention (the trail is otherwise insert-only).
+    let (n, more) = delete_in_batches(&db.audit, doc! { "at": { "$lt": now.minus(s.audit_age) } }, s).await?;
+    r.audit = n;
     r.incomplete |= more;
     // Sessions past their fixed lifetime (the API already refuses them; this only frees the space).
-    let mut more = true;
-    for _ in 0..s.max_batches {
-        let n = crate::store::sessions::delete_expired(db, now, s.batch).await?;
-        r.sessions += n;
-        if n < s.batch as u64 {
-            more = false;
-            break;
-        }
-        tokio::time::sleep(s.pause).await;
-    }
+    let (n, more) = delete_in_batches(&db.sessions, doc! { "expires_at": { "$lte": now } }, s).await?;
+    r.sessions = n;
     r.incomplete |= more;
     Ok(r)
 }
 
-/// Deletes what `filter` matches, `batch` ids at a time; returns the count and whether some was left.
+/// Deletes what `filter` matches, `batch` ids at a time; returns the count and whether some may be left
+/// (the batch budget ran out on full batches).
 async fn delete_in_batches(
     coll: &mongodb::Collection<Document>,
     filter: Document,
@@ -228,7 +212,11 @@ async fn delete_in_batches(
         if ids.is_empty() {
             return Ok((n, false));
         }
+        let found = ids.len();
         n += coll.delete_many(doc! { "_id": { "$in": ids } }).await?.deleted_count;
+        if (found as i64) < s.batch {
+            return Ok((n, false));
+        }
         tokio::time::sleep(s.pause).await;
     }
     Ok((n, true))

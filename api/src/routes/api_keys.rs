@@ -279,23 +279,12 @@ fn revoked(doc: &ApiKeyDoc) -> Value {
     json!({ "key_id": doc.id, "status": doc.status.as_str(), "revoked_at": rfc3339_opt(doc.revoked_at) })
 }
 
-/// The answer that carries the key, once.
+/// The answer that carries the key, once: the key as reads show it, with the key itself.
 fn shown_once(doc: &ApiKeyDoc, secret: String) -> Value {
-    json!({
-        "key_id": doc.id,
-        "api_key": secret,
-        "key_prefix": doc.key_prefix,
-        "name": doc.name,
-        "description": doc.description,
-        "scopes": doc.scopes,
-        "scope_preset": doc.preset.map(Preset::as_str),
-        "environment": doc.environment.as_str(),
-        "rate_limit_per_minute": doc.rate_limit_per_minute,
-        "expires_at": rfc3339_opt(doc.expires_at),
-        "created_at": rfc3339(doc.created_at),
-        "status": doc.status.as_str(),
-        "message": SHOWN_ONCE,
-    })
+    let mut v = view(doc, doc.created_at);
+    v["api_key"] = json!(secret);
+    v["message"] = json!(SHOWN_ONCE);
+    v
 }
 
 /// A key as lists and reads show it: never the key, never its hash.

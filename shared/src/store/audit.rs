@@ -1,10 +1,10 @@
 //! The audit trail (`cspm_platform.audit_log`).
 //!
-//! Insert-only: there is no operation here that changes an event, and the only removal is retention's
-//! ([`delete_older_than`]). Every read is of one team; a reader who may not see the team's whole trail
+//! Insert-only: there is no operation here that changes or removes an event; the only removal is the
+//! retention sweep (`crate::retention`). Every read is of one team; a reader who may not see the team's whole trail
 //! passes themselves as the actor, and the query is confined to their own events.
 
-use bson::{Bson, Document, doc};
+use bson::{Document, doc};
 use futures::TryStreamExt;
 
 use crate::audit::{AuditEvent, action_filter};
@@ -133,27 +133,6 @@ pub async fn actions(db: &Mongo, team: &TeamId, actor: Option<&UserId>) -> Store
     // The sort is the server's; make it the same on every server.
     out.sort();
     Ok(out)
-}
-
-/// Removes at most `batch` events recorded before `cutoff`, oldest first; returns how many it removed
-/// (fewer than `batch`: nothing older is left). Retention calls it batch after batch.
-pub async fn delete_older_than(db: &Mongo, cutoff: Timestamp, batch: i64) -> StoreResult<u64> {
-    let ids: Vec<Bson> = db
-        .audit
-        .find(doc! { "at": { "$lt": cutoff } })
-        .projection(doc! { "_id": 1 })
-        .sort(doc! { "at": 1 })
-        .limit(batch)
-        .await?
-        .try_collect::<Vec<Document>>()
-        .await?
-        .into_iter()
-        .filter_map(|d| d.get("_id").cloned())
-        .collect();
-    if ids.is_empty() {
-        return Ok(0);
-    }
-    Ok(db.audit.delete_many(doc! { "_id": { "$in": ids }, "at": { "$lt": cutoff } }).await?.deleted_count)
 }
 
 #[cfg(test)]

@@ -121,15 +121,3 @@ pub async fn set_team(db: &Mongo, id: &SessionId, team: &TeamId) -> StoreResult<
     db.sessions.update_one(doc! { "_id": id }, doc! { "$set": { "team_id": team } }).await?;
     Ok(())
 }
-
-/// Removes sessions that expired before `now`, at most `batch` of them; returns how many.
-pub async fn delete_expired(db: &Mongo, now: Timestamp, batch: i64) -> StoreResult<u64> {
-    let cursor =
-        db.sessions.find(doc! { "expires_at": { "$lte": now } }).projection(doc! { "_id": 1 }).limit(batch).await?;
-    let docs: Vec<bson::Document> = cursor.try_collect().await?;
-    let ids: Vec<String> = docs.iter().filter_map(|d| d.get_str("_id").ok().map(str::to_string)).collect();
-    if ids.is_empty() {
-        return Ok(0);
-    }
-    Ok(db.sessions.delete_many(doc! { "_id": { "$in": ids } }).await?.deleted_count)
-}

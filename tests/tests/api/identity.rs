@@ -267,3 +267,31 @@ async fn every_answer_carries_the_security_headers() {
         }
     }
 }
+
+#[tokio::test]
+async fn retention_removes_expired_sessions_only() {
+    let app = TestApi::spawn().await;
+    app.admin().await;
+    let user = users::find_by_email(&app.mongo, &app.admin_email).await.expect("db").expect("admin");
+    let ended = cspm_shared::store::sessions::create(
+        &app.mongo,
+        &user.id,
+        &user.active_team_id,
+        Duration::ZERO,
+        10,
+        Default::default(),
+    )
+    .await
+    .expect("session");
+    let settings = cspm_shared::retention::RetentionSettings::load(&cspm_shared::config::Env::from_map(Vec::<(
+        String,
+        String,
+    )>::new()));
+    let now = cspm_shared::time::Timestamp::now();
+    let r = cspm_shared::retention::sweep(&app.mongo, &app.artifacts, &settings, now).await.expect("sweep");
+    assert_eq!(r.sessions, 1, "{r:?}");
+    let left = cspm_shared::store::sessions::list(&app.mongo, &user.id, cspm_shared::time::Timestamp::from_millis(0))
+        .await
+        .expect("sessions");
+    assert!(!left.is_empty() && left.iter().all(|x| x.id != ended.id), "{left:?}");
+}

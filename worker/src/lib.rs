@@ -10,3 +10,12 @@ pub mod pipeline;
 pub mod poll;
 pub mod runner;
 pub mod tools;
+
+/// The worker's allocator, for every program built on this library (the `cspm-worker` binary, the
+/// benchmarks, the tests): parsers allocate findings on their own thread and the store frees them on a
+/// runtime thread, which mimalloc handles without the lock contention glibc's arenas showed there
+/// (a fifth of the parse time). Its transparent huge pages are off (`no_thp`): with them an idle worker
+/// held 26 MB instead of 14.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -81,12 +81,19 @@ impl Verdict {
 
     /// Reads a tool's status word (`FAIL`, `pass`, `Manual`...).
     pub fn parse_loose(s: &str) -> Option<Verdict> {
-        match s.trim().to_ascii_uppercase().as_str() {
-            "FAIL" | "FAILED" | "FAILURE" => Some(Verdict::Fail),
-            "PASS" | "PASSED" | "SUCCESS" => Some(Verdict::Pass),
-            "MANUAL" | "INFO" | "UNKNOWN" => Some(Verdict::Manual),
-            _ => None,
-        }
+        const WORDS: [(&str, Verdict); 9] = [
+            ("FAIL", Verdict::Fail),
+            ("FAILED", Verdict::Fail),
+            ("FAILURE", Verdict::Fail),
+            ("PASS", Verdict::Pass),
+            ("PASSED", Verdict::Pass),
+            ("SUCCESS", Verdict::Pass),
+            ("MANUAL", Verdict::Manual),
+            ("INFO", Verdict::Manual),
+            ("UNKNOWN", Verdict::Manual),
+        ];
+        let s = s.trim();
+        WORDS.iter().find(|(word, _)| word.eq_ignore_ascii_case(s)).map(|(_, verdict)| *verdict)
     }
 }
 

@@ -1,11 +1,16 @@
-//! The elements of a top-level JSON array, one at a time, as byte slices: a report of any size is read
-//! in chunks, while each element is parsed from memory (`serde_json::from_slice`, several times faster
-//! than parsing through `io::Read`). Memory holds one element and one chunk.
+//! The elements of a top-level JSON array, one at a time: a report of any size is read in chunks into a
+//! text buffer (checked as UTF-8 once, when it is read) and each element is deserialised straight from
+//! that buffer, borrowing its strings, by serde_json's fastest path (`&str` input). Nothing scans the
+//! bytes before serde does. An element that is not whole in the buffer yet stops serde at the buffer's
+//! end; more is read and it is parsed again (rare: the buffer is kept well ahead of the parser). Memory
+//! holds one chunk and the largest element.
 //!
-//! The splitter only finds where elements end (strings, escapes and nesting are followed); serde checks
-//! each element. Positions are kept so that errors name the line and column in the file.
+//! Positions are kept so that errors name the line and column in the file.
 
+use std::borrow::Cow;
 use std::io::BufRead;
+
+use serde::de::DeserializeOwned;
 
 /// Where an element starts in the file (1-based line and byte column, 0-based byte offset).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,36 +21,51 @@ pub struct Position {
 }
 
 /// Why the file is not a JSON array of elements.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SplitError {
+#[derive(Debug)]
+pub enum ArrayError {
     Io(String),
-    /// Not an array: the first non-blank byte, and where it is.
+    /// Not an array: the first non-blank byte is not `[`.
     NotAnArray(Position),
     /// The file ends inside an element or before the closing `]`.
     Truncated(Position),
-    /// A byte that cannot be where it is (e.g. `]` inside an object, two commas).
-    Unexpected(Position, u8),
+    /// A byte that cannot be where it is (e.g. two commas, `]` after a comma).
+    Unexpected(Position, char),
     /// Something follows the closing `]`.
     TrailingData(Position),
+    /// The file is not UTF-8 (JSON must be) from this offset on.
+    NotUtf8 {
+        offset: u64,
+    },
+    /// An element that is not valid JSON, or not of the expected shape; `at` is where the element
+    /// starts ([`place`] puts the error in the file).
+    Element {
+        error: serde_json::Error,
+        at: Position,
+    },
 }
 
-impl std::fmt::Display for SplitError {
+impl std::fmt::Display for ArrayError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SplitError::Io(e) => write!(f, "cannot read it: {e}"),
-            SplitError::NotAnArray(p) => write!(f, "expected a JSON array at line {}, column {}", p.line, p.column),
-            SplitError::Truncated(p) => {
+            ArrayError::Io(e) => write!(f, "cannot read it: {e}"),
+            ArrayError::NotAnArray(p) => write!(f, "expected a JSON array at line {}, column {}", p.line, p.column),
+            ArrayError::Truncated(p) => {
                 write!(
                     f,
                     "the file is truncated (it ends at line {}, column {} before the array closes)",
                     p.line, p.column
                 )
             }
-            SplitError::Unexpected(p, b) => {
-                write!(f, "unexpected `{}` at line {}, column {}", char::from(*b).escape_default(), p.line, p.column)
+            ArrayError::Unexpected(p, c) => {
+                write!(f, "unexpected `{}` at line {}, column {}", c.escape_default(), p.line, p.column)
             }
-            SplitError::TrailingData(p) => {
+            ArrayError::TrailingData(p) => {
                 write!(f, "unexpected data after the array at line {}, column {}", p.line, p.column)
+            }
+            ArrayError::NotUtf8 { offset } => write!(f, "the file is not UTF-8 text (at byte {offset})"),
+            ArrayError::Element { error, at } => {
+                let (line, column) = place(error, *at);
+                write!(f, "at line {line}, column {column}: {error}")
             }
         }
     }
@@ -62,165 +82,213 @@ enum State {
     Done,
 }
 
-pub struct JsonArrayElements<R> {
+/// How much text the buffer holds ahead of the parser before an element is parsed; an element longer
+/// than this is parsed again once the rest of it has been read.
+const READ_AHEAD: usize = 256 * 1024;
+
+pub struct JsonArrayReader<R> {
     input: R,
-    element: Vec<u8>,
+    /// Text read and not yet consumed is `text[start..]`.
+    text: String,
+    start: usize,
+    /// The bytes of a character cut by the end of the last chunk read.
+    pending: Vec<u8>,
+    eof: bool,
+    read_ahead: usize,
     state: State,
+    /// Where `text[start]` is in the file.
     line: u64,
     column: u64,
     offset: u64,
 }
 
-impl<R: BufRead> JsonArrayElements<R> {
+impl<R: BufRead> JsonArrayReader<R> {
     pub fn new(input: R) -> Self {
-        Self { input, element: Vec::new(), state: State::Start, line: 1, column: 1, offset: 0 }
+        Self::with_read_ahead(input, READ_AHEAD)
+    }
+
+    /// A reader that keeps `read_ahead` bytes ahead of the parser (tests use tiny ones).
+    pub fn with_read_ahead(input: R, read_ahead: usize) -> Self {
+        Self {
+            input,
+            text: String::new(),
+            start: 0,
+            pending: Vec::new(),
+            eof: false,
+            read_ahead: read_ahead.max(1),
+            state: State::Start,
+            line: 1,
+            column: 1,
+            offset: 0,
+        }
     }
 
     fn position(&self) -> Position {
         Position { line: self.line, column: self.column, offset: self.offset }
     }
 
-    fn advance(&mut self, bytes: &[u8]) {
-        advance(&mut self.line, &mut self.column, &mut self.offset, bytes);
+    fn held(&self) -> usize {
+        self.text.len() - self.start
     }
 
-    /// Skips blanks; returns the next byte without consuming it, or `None` at the end of the input.
-    fn peek_non_blank(&mut self) -> Result<Option<u8>, SplitError> {
-        loop {
-            let buf = self.input.fill_buf().map_err(|e| SplitError::Io(e.to_string()))?;
-            if buf.is_empty() {
-                return Ok(None);
+    /// Reads until the buffer holds `want` bytes past `start` or the input ends. Consumed text is
+    /// dropped first once it is at least half the buffer, so each byte is moved at most once and the
+    /// buffer stays about twice the read-ahead.
+    fn fill(&mut self, want: usize) -> Result<(), ArrayError> {
+        if self.start > 0 && self.start >= self.text.len() / 2 {
+            self.text.drain(..self.start);
+            self.start = 0;
+        }
+        while !self.eof && self.held() < want {
+            // Where the text read next starts in the file (for errors).
+            let read_to = self.offset + self.held() as u64;
+            let chunk = self.input.fill_buf().map_err(|e| ArrayError::Io(e.to_string()))?;
+            if chunk.is_empty() {
+                self.eof = true;
+                if !self.pending.is_empty() {
+                    return Err(ArrayError::NotUtf8 { offset: read_to });
+                }
+                break;
             }
-            let blanks = buf.iter().take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')).count();
-            let n = blanks.min(buf.len());
-            let next = buf.get(blanks).copied();
-            advance(&mut self.line, &mut self.column, &mut self.offset, &buf[..n]);
+            let n = chunk.len();
+            if self.pending.is_empty() {
+                match std::str::from_utf8(chunk) {
+                    Ok(t) => self.text.push_str(t),
+                    Err(e) => {
+                        let good = e.valid_up_to();
+                        if e.error_len().is_some() {
+                            return Err(ArrayError::NotUtf8 { offset: read_to + good as u64 });
+                        }
+                        // A character cut by the chunk's end: its first bytes wait for the rest.
+                        self.text.push_str(std::str::from_utf8(&chunk[..good]).unwrap_or_default());
+                        self.pending.extend_from_slice(&chunk[good..]);
+                    }
+                }
+            } else {
+                // Complete the cut character byte by byte (at most three more), then go on normally.
+                self.pending.push(chunk[0]);
+                self.input.consume(1);
+                match std::str::from_utf8(&self.pending) {
+                    Ok(c) => {
+                        self.text.push_str(c);
+                        self.pending.clear();
+                    }
+                    Err(e) if e.error_len().is_some() || self.pending.len() >= 4 => {
+                        return Err(ArrayError::NotUtf8 { offset: read_to });
+                    }
+                    Err(_) => {}
+                }
+                continue;
+            }
             self.input.consume(n);
+        }
+        Ok(())
+    }
+
+    /// Moves past `n` bytes of the held text.
+    fn consume(&mut self, n: usize) {
+        let bytes = &self.text.as_bytes()[self.start..self.start + n];
+        advance(&mut self.line, &mut self.column, &mut self.offset, bytes);
+        self.start += n;
+    }
+
+    /// Skips blanks; returns the next character without consuming it, or `None` at the end of the input.
+    fn peek_non_blank(&mut self) -> Result<Option<char>, ArrayError> {
+        loop {
+            let rest = &self.text[self.start..];
+            let blanks = rest.bytes().take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r')).count();
+            let next = rest[blanks..].chars().next();
+            self.consume(blanks);
             if next.is_some() {
                 return Ok(next);
             }
+            if self.eof {
+                return Ok(None);
+            }
+            self.fill(self.read_ahead)?;
         }
     }
 
-    fn consume_one(&mut self, b: u8) {
-        self.input.consume(1);
-        self.advance(&[b]);
-    }
-
-    /// The next element and where it starts, or `None` after the closing `]`.
-    pub fn next_element(&mut self) -> Result<Option<(&[u8], Position)>, SplitError> {
+    /// The next element deserialised as `T` and where it starts, or `None` after the closing `]`.
+    ///
+    /// `T` is an owned value; its `Deserialize` may borrow from the text while it runs (as a parser's
+    /// input structs do) and convert to owned data before it returns.
+    pub fn next_element<T: DeserializeOwned>(&mut self) -> Result<Option<(T, Position)>, ArrayError> {
         loop {
             match self.state {
                 State::Done => {
                     return match self.peek_non_blank()? {
                         None => Ok(None),
-                        Some(_) => Err(SplitError::TrailingData(self.position())),
+                        Some(_) => Err(ArrayError::TrailingData(self.position())),
                     };
                 }
                 State::Start => match self.peek_non_blank()? {
-                    Some(b'[') => {
-                        self.consume_one(b'[');
+                    Some('[') => {
+                        self.consume(1);
                         self.state = State::BeforeElement { first: true };
                     }
-                    Some(_) => return Err(SplitError::NotAnArray(self.position())),
-                    None => return Err(SplitError::Truncated(self.position())),
+                    Some(_) => return Err(ArrayError::NotAnArray(self.position())),
+                    None => return Err(ArrayError::Truncated(self.position())),
                 },
                 State::AfterElement => match self.peek_non_blank()? {
-                    Some(b',') => {
-                        self.consume_one(b',');
+                    Some(',') => {
+                        self.consume(1);
                         self.state = State::BeforeElement { first: false };
                     }
-                    Some(b']') => {
-                        self.consume_one(b']');
+                    Some(']') => {
+                        self.consume(1);
                         self.state = State::Done;
                     }
-                    Some(b) => return Err(SplitError::Unexpected(self.position(), b)),
-                    None => return Err(SplitError::Truncated(self.position())),
+                    Some(c) => return Err(ArrayError::Unexpected(self.position(), c)),
+                    None => return Err(ArrayError::Truncated(self.position())),
                 },
                 State::BeforeElement { first } => match self.peek_non_blank()? {
-                    Some(b']') if first => {
-                        self.consume_one(b']');
+                    Some(']') if first => {
+                        self.consume(1);
                         self.state = State::Done;
                     }
-                    Some(b @ (b']' | b',')) => return Err(SplitError::Unexpected(self.position(), b)),
+                    Some(c @ (']' | ',')) => return Err(ArrayError::Unexpected(self.position(), c)),
                     Some(_) => {
-                        let start = self.position();
-                        self.read_element()?;
+                        let at = self.position();
+                        let value = self.parse_element(at)?;
                         self.state = State::AfterElement;
-                        return Ok(Some((&self.element, start)));
+                        return Ok(Some((value, at)));
                     }
-                    None => return Err(SplitError::Truncated(self.position())),
+                    None => return Err(ArrayError::Truncated(self.position())),
                 },
             }
         }
     }
 
-    /// Reads one element (an object, an array, a string or a scalar) into `self.element`. Inside
-    /// strings, which are most of a report, it jumps from quote to backslash with `memchr`.
-    fn read_element(&mut self) -> Result<(), SplitError> {
-        self.element.clear();
-        let mut depth: u32 = 0;
-        let mut in_string = false;
-        // A backslash ended the previous chunk: the first byte of this one is escaped.
-        let mut escaped = false;
+    /// Parses the element at `start`, reading more while serde runs out of text before it ends.
+    fn parse_element<T: DeserializeOwned>(&mut self, at: Position) -> Result<T, ArrayError> {
+        // Topped up when half the read-ahead is left, so most elements are whole in the buffer.
+        if self.held() < self.read_ahead / 2 && !self.eof {
+            self.fill(self.read_ahead)?;
+        }
         loop {
-            let buf = self.input.fill_buf().map_err(|e| SplitError::Io(e.to_string()))?;
-            if buf.is_empty() {
-                // The input ends inside an element: the array never closes.
-                return Err(SplitError::Truncated(self.position()));
-            }
-            let mut i = 0;
-            let mut end = None;
-            while i < buf.len() {
-                if escaped {
-                    escaped = false;
-                    i += 1;
-                    continue;
+            let rest = &self.text[self.start..];
+            let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<T>();
+            let result = stream.next();
+            let used = stream.byte_offset();
+            match result {
+                // A scalar that ends where the text does may go on in the next chunk.
+                Some(Ok(_)) if used == rest.len() && !self.eof => {}
+                Some(Ok(value)) => {
+                    self.consume(used);
+                    return Ok(value);
                 }
-                if in_string {
-                    match memchr::memchr2(b'"', b'\\', &buf[i..]) {
-                        None => i = buf.len(),
-                        Some(j) if buf[i + j] == b'\\' => {
-                            escaped = true;
-                            i += j + 1;
-                        }
-                        Some(j) => {
-                            in_string = false;
-                            i += j + 1;
-                            if depth == 0 {
-                                end = Some(i);
-                                break;
-                            }
-                        }
-                    }
-                    continue;
+                Some(Err(e)) if e.is_eof() && !self.eof => {}
+                Some(Err(e)) if e.is_eof() => {
+                    let mut end = at;
+                    advance(&mut end.line, &mut end.column, &mut end.offset, rest.as_bytes());
+                    return Err(ArrayError::Truncated(end));
                 }
-                match buf[i] {
-                    b'"' => in_string = true,
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' if depth > 0 => {
-                        depth -= 1;
-                        if depth == 0 {
-                            end = Some(i + 1);
-                            break;
-                        }
-                    }
-                    // The end of a scalar element (or a stray `]`, which the caller reports).
-                    b',' | b']' | b' ' | b'\t' | b'\n' | b'\r' if depth == 0 => {
-                        end = Some(i);
-                        break;
-                    }
-                    _ => {}
-                }
-                i += 1;
+                Some(Err(error)) => return Err(ArrayError::Element { error, at }),
+                None => return Err(ArrayError::Truncated(at)),
             }
-            let take = end.unwrap_or(buf.len());
-            self.element.extend_from_slice(&buf[..take]);
-            advance(&mut self.line, &mut self.column, &mut self.offset, &buf[..take]);
-            self.input.consume(take);
-            if end.is_some() {
-                return Ok(());
-            }
+            // More text is needed: at least twice as much as was held.
+            self.fill(self.held().saturating_mul(2).max(self.read_ahead))?;
         }
     }
 }
@@ -238,6 +306,47 @@ fn advance(line: &mut u64, column: &mut u64, offset: &mut u64, bytes: &[u8]) {
     *offset += bytes.len() as u64;
 }
 
+/// A JSON string borrowed from the element's bytes when it holds no escape (copied only when it does):
+/// what a parser reads and then drops costs no allocation. Unlike `Cow<str>`, it borrows inside an
+/// `Option` or a `Vec` too.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Text<'a>(pub Cow<'a, str>);
+
+impl Text<'_> {
+    pub fn into_owned(self) -> String {
+        self.0.into_owned()
+    }
+}
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
 /// A serde error inside an element, placed in the file.
 pub fn place(e: &serde_json::Error, start: Position) -> (u64, u64) {
     let line = start.line + e.line().saturating_sub(1) as u64;
@@ -248,22 +357,36 @@ pub fn place(e: &serde_json::Error, start: Position) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Value, json};
 
-    fn all(input: &str) -> Result<Vec<(String, u64, u64)>, SplitError> {
-        // A tiny buffer, so that elements straddle chunks.
-        let mut it = JsonArrayElements::new(std::io::BufReader::with_capacity(3, input.as_bytes()));
+    fn all_with(input: &[u8], read_ahead: usize) -> Result<Vec<(Value, u64, u64)>, ArrayError> {
+        // A tiny reader buffer and read-ahead, so that elements and characters straddle chunks.
+        let mut it = JsonArrayReader::with_read_ahead(std::io::BufReader::with_capacity(3, input), read_ahead);
         let mut out = Vec::new();
-        while let Some((bytes, at)) = it.next_element()? {
-            out.push((String::from_utf8_lossy(bytes).into_owned(), at.line, at.column));
+        while let Some((v, at)) = it.next_element::<Value>()? {
+            out.push((v, at.line, at.column));
         }
         Ok(out)
     }
 
+    fn all(input: &str) -> Result<Vec<(Value, u64, u64)>, ArrayError> {
+        let small = all_with(input.as_bytes(), 2);
+        let large = all_with(input.as_bytes(), READ_AHEAD);
+        if let (Ok(a), Ok(b)) = (&small, &large) {
+            assert_eq!(a, b, "the read-ahead changes nothing");
+        }
+        small
+    }
+
     #[test]
     fn elements_come_out_whole_with_their_positions() {
-        let got = all("[\n {\"a\": \"x,]}\\\"\", \"b\": [1, {\"c\": 2}]},\n 3 , \"s\" ,[] ]\n").expect("splits");
-        let texts: Vec<&str> = got.iter().map(|(t, _, _)| t.as_str()).collect();
-        assert_eq!(texts, vec!["{\"a\": \"x,]}\\\"\", \"b\": [1, {\"c\": 2}]}", "3", "\"s\"", "[]"]);
+        let got =
+            all("[\n {\"a\": \"x,]}\\\"é\", \"b\": [1, {\"c\": 2}]},\n 3 , \"s\" ,[], 12345 ]\n").expect("splits");
+        let values: Vec<&Value> = got.iter().map(|(v, _, _)| v).collect();
+        assert_eq!(
+            values,
+            vec![&json!({"a": "x,]}\"é", "b": [1, {"c": 2}]}), &json!(3), &json!("s"), &json!([]), &json!(12345)]
+        );
         assert_eq!((got[0].1, got[0].2), (2, 2));
         assert_eq!((got[1].1, got[1].2), (3, 2));
         assert_eq!(all("[]").expect("empty"), vec![]);
@@ -272,12 +395,31 @@ mod tests {
 
     #[test]
     fn broken_arrays_are_errors_with_positions() {
-        assert!(matches!(all("{\"a\": 1}"), Err(SplitError::NotAnArray(Position { line: 1, column: 1, .. }))));
-        assert!(matches!(all("[{\"a\": 1}"), Err(SplitError::Truncated(_))));
-        assert!(matches!(all("[{\"a\": \"unterminated"), Err(SplitError::Truncated(_))));
-        assert!(matches!(all("[1,,2]"), Err(SplitError::Unexpected(_, b','))));
-        assert!(matches!(all("[1] x"), Err(SplitError::TrailingData(_))));
-        assert!(matches!(all(""), Err(SplitError::Truncated(_))));
-        assert!(matches!(all("[1,]"), Err(SplitError::Unexpected(_, b']'))));
+        assert!(matches!(all("{\"a\": 1}"), Err(ArrayError::NotAnArray(Position { line: 1, column: 1, .. }))));
+        assert!(matches!(all("[{\"a\": 1}"), Err(ArrayError::Truncated(_))));
+        assert!(matches!(all("[{\"a\": \"unterminated"), Err(ArrayError::Truncated(_))));
+        assert!(matches!(all("[1,,2]"), Err(ArrayError::Unexpected(_, ','))));
+        assert!(matches!(all("[1] x"), Err(ArrayError::TrailingData(_))));
+        assert!(matches!(all(""), Err(ArrayError::Truncated(_))));
+        assert!(matches!(all("[1,]"), Err(ArrayError::Unexpected(_, ']'))));
+        assert!(matches!(all("[1 2]"), Err(ArrayError::Unexpected(_, '2'))));
+        match all("[{\"a\": 1},\n  {\"a\": tru}]") {
+            Err(e @ ArrayError::Element { .. }) => {
+                assert!(e.to_string().starts_with("at line 2, column"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(all_with(b"[\"\xff\"]", 2), Err(ArrayError::NotUtf8 { offset: 2 })));
+        assert!(matches!(all_with(b"[\"\xc3", 2), Err(ArrayError::NotUtf8 { .. })));
+        assert!(matches!(all_with(b"[\"\xc3(\"]", 2), Err(ArrayError::NotUtf8 { .. })));
+    }
+
+    #[test]
+    fn an_element_larger_than_the_read_ahead_is_read_whole() {
+        let big = "x".repeat(10_000);
+        let input = format!("[{{\"a\": \"{big}\"}}, 7]");
+        let got = all_with(input.as_bytes(), 16).expect("reads");
+        assert_eq!(got[0].0, json!({"a": big}));
+        assert_eq!(got[1].0, json!(7));
     }
 }

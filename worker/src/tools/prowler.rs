@@ -17,7 +17,7 @@ use cspm_shared::store::accounts::{self, AccountDoc};
 use cspm_shared::store::findings::NewFinding;
 use serde::Deserialize;
 
-use super::json_array::{JsonArrayElements, place};
+use super::json_array::{ArrayError, JsonArrayReader, Text, place};
 use super::{FindingSink, JobContext, Plan, ToolError, is_blank_report, open_output};
 use crate::config::WorkerConfig;
 use crate::runner::ProcessSpec;
@@ -156,33 +156,35 @@ fn write_secret_file(dir: &Path, name: &str, content: &str) -> Result<PathBuf, T
     Ok(path)
 }
 
-/// The fields of a Prowler OCSF finding the fleet uses.
+/// The fields of a Prowler OCSF finding the fleet uses. Strings are borrowed from the element's bytes
+/// where they hold no escape, so a finding costs one copy of each kept value and nothing for the rest.
 #[derive(Deserialize)]
-struct OcsfFinding {
-    #[serde(default)]
-    finding_info: FindingInfo,
-    #[serde(default)]
-    metadata: Metadata,
-    #[serde(default)]
-    severity: Option<String>,
-    #[serde(default)]
-    status_code: Option<String>,
+struct OcsfFinding<'a> {
+    #[serde(default, borrow)]
+    finding_info: FindingInfo<'a>,
+    #[serde(default, borrow)]
+    metadata: Metadata<'a>,
+    #[serde(default, borrow)]
+    severity: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    status_code: Option<Text<'a>>,
     #[serde(default)]
     status_id: Option<i64>,
-    #[serde(default)]
-    status_detail: Option<String>,
-    #[serde(default)]
-    message: Option<String>,
-    #[serde(default)]
-    risk_details: Option<String>,
-    #[serde(default)]
-    resources: Vec<Resource>,
-    #[serde(default)]
-    remediation: Option<Remediation>,
-    #[serde(default)]
-    cloud: Option<Cloud>,
-    #[serde(default)]
-    unmapped: Unmapped,
+    #[serde(default, borrow)]
+    status_detail: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    message: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    risk_details: Option<Text<'a>>,
+    /// Only the first resource is the finding's (Prowler writes one).
+    #[serde(default, borrow, deserialize_with = "first_resource")]
+    resources: Option<Resource<'a>>,
+    #[serde(default, borrow)]
+    remediation: Option<Remediation<'a>>,
+    #[serde(default, borrow)]
+    cloud: Option<Cloud<'a>>,
+    #[serde(default, borrow)]
+    unmapped: Unmapped<'a>,
     /// Prowler 3's JSON (pre-OCSF) names its checks here: recognised to say so.
     #[serde(rename = "CheckID", default)]
     legacy_check_id: Option<serde::de::IgnoredAny>,
@@ -192,67 +194,87 @@ struct OcsfFinding {
 }
 
 #[derive(Deserialize, Default)]
-struct FindingInfo {
-    #[serde(default)]
-    uid: String,
-    #[serde(default)]
-    title: String,
-    #[serde(default)]
-    desc: String,
+struct FindingInfo<'a> {
+    #[serde(default, borrow)]
+    uid: Text<'a>,
+    #[serde(default, borrow)]
+    title: Text<'a>,
+    #[serde(default, borrow)]
+    desc: Text<'a>,
     #[serde(default)]
     types: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
-struct Metadata {
-    #[serde(default)]
-    event_code: String,
-    #[serde(default)]
-    version: String,
+struct Metadata<'a> {
+    #[serde(default, borrow)]
+    event_code: Text<'a>,
+    #[serde(default, borrow)]
+    version: Text<'a>,
 }
 
 #[derive(Deserialize)]
-struct Resource {
-    #[serde(default)]
-    uid: String,
-    #[serde(default)]
-    name: String,
-    #[serde(rename = "type", default)]
-    kind: String,
-    #[serde(default)]
-    region: String,
-    #[serde(default)]
-    group: Option<Group>,
+struct Resource<'a> {
+    #[serde(default, borrow)]
+    uid: Text<'a>,
+    #[serde(default, borrow)]
+    name: Text<'a>,
+    #[serde(rename = "type", default, borrow)]
+    kind: Text<'a>,
+    #[serde(default, borrow)]
+    region: Text<'a>,
+    #[serde(default, borrow)]
+    group: Option<Group<'a>>,
 }
 
 #[derive(Deserialize)]
-struct Group {
-    #[serde(default)]
-    name: String,
+struct Group<'a> {
+    #[serde(default, borrow)]
+    name: Text<'a>,
 }
 
 #[derive(Deserialize)]
-struct Remediation {
-    #[serde(default)]
-    desc: String,
+struct Remediation<'a> {
+    #[serde(default, borrow)]
+    desc: Text<'a>,
     #[serde(default)]
     references: Vec<String>,
 }
 
 #[derive(Deserialize)]
-struct Cloud {
-    #[serde(default)]
-    region: String,
+struct Cloud<'a> {
+    #[serde(default, borrow)]
+    region: Text<'a>,
 }
 
 #[derive(Deserialize, Default)]
-struct Unmapped {
+struct Unmapped<'a> {
     #[serde(default)]
     compliance: BTreeMap<String, Vec<String>>,
-    #[serde(default)]
-    related_url: Option<String>,
+    #[serde(default, borrow)]
+    related_url: Option<Text<'a>>,
     #[serde(default)]
     muted: Option<bool>,
+}
+
+/// `resources`: the first element, the others skipped without being built; `null` is none.
+fn first_resource<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Resource<'de>>, D::Error> {
+    struct First;
+    impl<'de> serde::de::Visitor<'de> for First {
+        type Value = Option<Resource<'de>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an array of resources")
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let first = seq.next_element::<Resource<'de>>()?;
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(first)
+        }
+    }
+    d.deserialize_any(First)
 }
 
 /// Finds Prowler's `*.ocsf.json` output in the SubJob's directory.
@@ -272,29 +294,29 @@ pub fn parse(workdir: &Path, max_bytes: u64, sink: &mut FindingSink) -> Result<(
     parse_reader(BufReader::new(file), &path.display().to_string(), sink)
 }
 
-/// Streams the JSON array element by element: each finding is cut out of the file and parsed from
-/// memory, so the file's size does not matter and parsing runs at memory speed.
+/// Streams the JSON array element by element: each finding is deserialised from the text buffer,
+/// borrowing its strings, and converted before the next is read, so the file's size does not matter.
 pub fn parse_reader<R: std::io::BufRead>(mut input: R, name: &str, sink: &mut FindingSink) -> Result<(), ToolError> {
     if is_blank_report(&mut input).map_err(|e| ToolError::new(format!("{name}: cannot read it: {e}")))? {
         return Err(ToolError::new(format!(
             "{name}: the Prowler output is empty (Prowler stopped before writing its findings; see its log)"
         )));
     }
-    let mut elements = JsonArrayElements::new(input);
+    let mut elements = JsonArrayReader::new(input);
     let mut index = 0u64;
     loop {
-        let (bytes, at) = match elements.next_element() {
+        let (Element(converted), at) = match elements.next_element::<Element>() {
             Ok(Some(e)) => e,
             Ok(None) => break,
+            Err(ArrayError::Element { error, at }) => {
+                let (line, column) = place(&error, at);
+                return Err(ToolError::new(format!(
+                    "{name}: not valid Prowler json-ocsf output at line {line}, column {column}: finding {index}: {error}"
+                )));
+            }
             Err(e) => return Err(ToolError::new(format!("{name}: not valid Prowler json-ocsf output: {e}"))),
         };
-        let f: OcsfFinding = serde_json::from_slice(bytes).map_err(|e| {
-            let (line, column) = place(&e, at);
-            ToolError::new(format!(
-                "{name}: not valid Prowler json-ocsf output at line {line}, column {column}: finding {index}: {e}"
-            ))
-        })?;
-        let finding = to_finding(f, name, index, at.line)?;
+        let finding = converted.map_err(|refusal| refusal.explain(name, index, at.line))?;
         sink.count_examined(1);
         sink.push(finding)?;
         index += 1;
@@ -302,79 +324,112 @@ pub fn parse_reader<R: std::io::BufRead>(mut input: R, name: &str, sink: &mut Fi
     sink.flush()
 }
 
-fn to_finding(f: OcsfFinding, name: &str, index: u64, line: u64) -> Result<NewFinding, ToolError> {
+/// One finding of the report, converted to the fleet's shape while its text is still borrowed.
+struct Element(Result<NewFinding, Refusal>);
+
+impl<'de> Deserialize<'de> for Element {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        OcsfFinding::deserialize(d).map(|f| Element(to_finding(f)))
+    }
+}
+
+/// Why an element that is valid JSON is not a Prowler json-ocsf finding.
+enum Refusal {
+    Prowler3,
+    Asff,
+    NoUid,
+    UnknownStatus(String),
+}
+
+impl Refusal {
+    fn explain(self, name: &str, index: u64, line: u64) -> ToolError {
+        ToolError::new(match self {
+            Refusal::Prowler3 => format!(
+                "{name}: this is Prowler 3's JSON format, not json-ocsf; run Prowler 4 or later with `--output-formats json-ocsf`"
+            ),
+            Refusal::Asff => format!(
+                "{name}: this is AWS Security Hub (ASFF) output, not json-ocsf; run Prowler with `--output-formats json-ocsf`"
+            ),
+            Refusal::NoUid => format!(
+                "{name}: finding {index} (line {line}) has no finding_info.uid (is this Prowler json-ocsf output?)"
+            ),
+            Refusal::UnknownStatus(code) => format!(
+                "{name}: finding {index} (line {line}) has an unknown status_code `{code}` (expected PASS, FAIL or MANUAL)"
+            ),
+        })
+    }
+}
+
+fn to_finding(f: OcsfFinding<'_>) -> Result<NewFinding, Refusal> {
     if f.legacy_check_id.is_some() {
-        return Err(ToolError::new(format!(
-            "{name}: this is Prowler 3's JSON format, not json-ocsf; run Prowler 4 or later with `--output-formats json-ocsf`"
-        )));
+        return Err(Refusal::Prowler3);
     }
     if f.asff_schema.is_some() {
-        return Err(ToolError::new(format!(
-            "{name}: this is AWS Security Hub (ASFF) output, not json-ocsf; run Prowler with `--output-formats json-ocsf`"
-        )));
+        return Err(Refusal::Asff);
     }
     if f.finding_info.uid.trim().is_empty() {
-        return Err(ToolError::new(format!(
-            "{name}: finding {index} (line {line}) has no finding_info.uid (is this Prowler json-ocsf output?)"
-        )));
+        return Err(Refusal::NoUid);
     }
     let verdict = match f.status_code.as_deref() {
-        Some(code) => Verdict::parse_loose(code).ok_or_else(|| {
-            ToolError::new(format!(
-                "{name}: finding {index} (line {line}) has an unknown status_code `{code}` (expected PASS, FAIL or MANUAL)"
-            ))
-        })?,
+        Some(code) => Verdict::parse_loose(code).ok_or_else(|| Refusal::UnknownStatus(code.to_string()))?,
         None => Verdict::Fail,
     };
-    let resource = f.resources.first();
-    let region = resource
-        .map(|r| r.region.clone())
-        .filter(|r| !r.is_empty())
-        .or_else(|| f.cloud.as_ref().map(|c| c.region.clone()))
-        .unwrap_or_default();
     // OCSF also has Fatal (6), above Critical, and Unknown / Other: Fatal is the worst we have.
     let severity = match f.severity.as_deref() {
         Some(s) if s.eq_ignore_ascii_case("fatal") => Severity::Critical,
         Some(s) => s.parse().unwrap_or(Severity::Informational),
         None => Severity::Informational,
     };
+    let Unmapped { compliance, related_url, muted } = f.unmapped;
     let description = f.status_detail.or(f.message).filter(|s| !s.is_empty()).unwrap_or(f.finding_info.desc);
     let (remediation, mut references) = match f.remediation {
         Some(r) => (Some(r.desc).filter(|d| !d.is_empty()), r.references),
         None => (None, Vec::new()),
     };
-    if let Some(url) = f.unmapped.related_url.filter(|u| !u.is_empty() && !references.contains(u)) {
-        references.push(url);
+    if let Some(url) = related_url.filter(|u| !u.is_empty() && !references.iter().any(|r| r == &**u)) {
+        references.push(url.into_owned());
     }
-    let service = resource.and_then(|r| r.group.as_ref()).map(|g| g.name.clone()).filter(|s| !s.is_empty());
+    let (resource_uid, resource_type, resource_name, service, region) = match f.resources {
+        Some(r) => (
+            r.uid.into_owned(),
+            r.kind.into_owned(),
+            Some(r.name).filter(|n| !n.is_empty()).map(Text::into_owned),
+            r.group.map(|g| g.name).filter(|s| !s.is_empty()).map(Text::into_owned),
+            Some(r.region).filter(|r| !r.is_empty()),
+        ),
+        None => (String::new(), String::new(), None, None, None),
+    };
+    let region = region.or_else(|| f.cloud.map(|c| c.region)).unwrap_or_default();
+    let identity = f.finding_info.uid.into_owned();
+    let rule_id = f.metadata.event_code.into_owned();
     let mut details = doc! {
         "status_code": verdict.status_code(),
-        "check_id": &f.metadata.event_code,
-        "region": region,
-        "categories": f.finding_info.types.clone(),
-        "prowler_finding_uid": &f.finding_info.uid,
+        "check_id": &rule_id,
+        "region": &*region,
+        "categories": f.finding_info.types,
+        "prowler_finding_uid": &identity,
     };
     if let Some(risk) = f.risk_details.filter(|r| !r.is_empty()) {
-        details.insert("risk", risk);
+        details.insert("risk", &*risk);
     }
     if !f.metadata.version.is_empty() {
-        details.insert("ocsf_version", f.metadata.version);
+        details.insert("ocsf_version", &*f.metadata.version);
     }
     Ok(NewFinding {
-        rule_id: f.metadata.event_code,
-        title: f.finding_info.title,
-        description,
+        rule_id,
+        title: f.finding_info.title.into_owned(),
+        description: description.into_owned(),
         severity,
         verdict,
-        muted: f.status_id == Some(3) || f.unmapped.muted == Some(true),
-        resource_uid: resource.map(|r| r.uid.clone()).unwrap_or_default(),
-        resource_type: resource.map(|r| r.kind.clone()).unwrap_or_default(),
-        resource_name: resource.map(|r| r.name.clone()).filter(|n| !n.is_empty()),
+        muted: f.status_id == Some(3) || muted == Some(true),
+        resource_uid,
+        resource_type,
+        resource_name,
         service,
-        identity: vec![f.finding_info.uid],
-        remediation,
+        identity: vec![identity],
+        remediation: remediation.map(Text::into_owned),
         references,
-        compliance: f.unmapped.compliance,
+        compliance,
         details,
         ..NewFinding::default()
     })

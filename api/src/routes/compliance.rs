@@ -252,7 +252,7 @@ fn state_json(st: Option<&ControlStateDoc>) -> TeamControlState {
             by: o.by.clone(),
             at: rfc3339(o.at),
         }),
-        tally: serde_json::to_value(&st.tally).unwrap_or_default(),
+        tally: serde_json::to_value(st.tally).unwrap_or_default(),
         evidence_count: st.evidence_count,
         evidence: serde_json::to_value(&st.evidence).unwrap_or_default(),
         paths: st.paths.clone(),

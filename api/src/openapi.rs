@@ -2,7 +2,8 @@
 //! (`GET /api/docs`), made from the route table: each operation's request side comes from its
 //! handler's signature (every extractor is a [`Part`]; the JSON Schemas of bodies and queries are
 //! derived from the types serde reads), its access from the table, its success answer from the
-//! table's `responds` and `media`, and every other answer is a problem document.
+//! table's `responds` and `media` with the schema of the type its handler returns ([`Reply`]), and
+//! every other answer is a problem document.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -64,6 +65,83 @@ describe_tuple!(T1, T2, T3);
 describe_tuple!(T1, T2, T3, T4);
 describe_tuple!(T1, T2, T3, T4, T5);
 describe_tuple!(T1, T2, T3, T4, T5, T6);
+
+/// The success answer of a handler, from the type it returns: a route's response schema is the
+/// schema of what its handler serialises, so the document cannot drift from the code.
+pub trait Reply {
+    /// The JSON Schema of the success body; `None` where the body is not JSON or there is none.
+    fn schema(generator: &mut SchemaGenerator) -> Option<Schema>;
+}
+
+impl<T: JsonSchema> Reply for axum::Json<T> {
+    fn schema(generator: &mut SchemaGenerator) -> Option<Schema> {
+        Some(generator.subschema_for::<T>())
+    }
+}
+
+/// An error is a problem document, whatever its type.
+impl<R: Reply, E: IntoResponse> Reply for Result<R, E> {
+    fn schema(generator: &mut SchemaGenerator) -> Option<Schema> {
+        R::schema(generator)
+    }
+}
+
+/// A response part that carries no body (a status, headers, extensions).
+pub trait NoBody {}
+impl NoBody for axum::http::StatusCode {}
+impl NoBody for HeaderMap {}
+impl<T> NoBody for axum::Extension<T> {}
+
+impl<P: NoBody, R: Reply> Reply for (P, R) {
+    fn schema(generator: &mut SchemaGenerator) -> Option<Schema> {
+        R::schema(generator)
+    }
+}
+
+/// No body (`204`).
+impl Reply for axum::http::StatusCode {
+    fn schema(_: &mut SchemaGenerator) -> Option<Schema> {
+        None
+    }
+}
+
+/// A body the handler makes itself: a stream, a download, a page; its media type says what it is.
+impl Reply for Response {
+    fn schema(_: &mut SchemaGenerator) -> Option<Schema> {
+        None
+    }
+}
+
+/// What a handler's future answers, for the argument tuples of axum's `Handler` impls (as [`Describe`]).
+pub trait Returns<T> {
+    type Output;
+}
+
+impl<F, Fut> Returns<((),)> for F
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future,
+{
+    type Output = Fut::Output;
+}
+
+macro_rules! returns_tuple {
+    ($($t:ident),+) => {
+        impl<F, Fut, M, $($t),+> Returns<(M, $($t,)+)> for F
+        where
+            F: FnOnce($($t),+) -> Fut,
+            Fut: std::future::Future,
+        {
+            type Output = Fut::Output;
+        }
+    };
+}
+returns_tuple!(T1);
+returns_tuple!(T1, T2);
+returns_tuple!(T1, T2, T3);
+returns_tuple!(T1, T2, T3, T4);
+returns_tuple!(T1, T2, T3, T4, T5);
+returns_tuple!(T1, T2, T3, T4, T5, T6);
 
 /// Extractors that take nothing from the query or the body (path parameters come from the table's path).
 macro_rules! silent_part {
@@ -179,6 +257,22 @@ impl JsonSchema for Password {
     }
 }
 
+/// A JSON object whose fields this document does not spell out (stored detail that varies by tool,
+/// OCSF events): `#[schemars(with = "Object")]`.
+pub struct Object;
+
+impl JsonSchema for Object {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Object".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        object(json!({ "type": "object" }))
+    }
+}
+
 /// Documents serde's `alias`: the other name is accepted in place of `canonical` (send one).
 pub fn alias(schema: &mut Schema, alias: &str, canonical: &str) {
     let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) else { return };
@@ -214,17 +308,27 @@ const PROBLEM: &str = "#/components/schemas/Problem";
 pub fn document(table: &[Endpoint]) -> Value {
     let mut generator =
         SchemaSettings::draft2020_12().with(|s| s.definitions_path = "/components/schemas".into()).into_generator();
+    // Answers are what serde writes: a field is required unless it is skipped when empty.
+    let mut answers = SchemaSettings::draft2020_12()
+        .for_serialize()
+        .with(|s| s.definitions_path = "/components/schemas".into())
+        .into_generator();
     let mut paths: BTreeMap<&str, Map<String, Value>> = BTreeMap::new();
     let mut ids: BTreeMap<String, usize> = BTreeMap::new();
     for e in table {
         let req = (e.describe)(&mut generator);
+        let answer = (e.reply)(&mut answers).map(Value::from);
         let n = ids.entry(e.action.to_string()).or_default();
         *n += 1;
         let operation_id = if *n == 1 { e.action.to_string() } else { format!("{}_{}", e.action, n) };
-        let op = operation(e, req, operation_id);
+        let op = operation(e, req, answer, operation_id);
         paths.entry(e.path).or_default().insert(e.method.as_str().to_ascii_lowercase(), op);
     }
     let mut schemas = generator.take_definitions(true);
+    for (name, schema) in answers.take_definitions(true) {
+        // A type read and written under one name has one schema either way (a test holds this).
+        schemas.entry(name).or_insert(schema);
+    }
     schemas.insert("Problem".into(), problem_schema());
     json!({
         "openapi": "3.1.0",
@@ -246,7 +350,7 @@ pub fn document(table: &[Endpoint]) -> Value {
     })
 }
 
-fn operation(e: &Endpoint, req: Request, operation_id: String) -> Value {
+fn operation(e: &Endpoint, req: Request, answer: Option<Value>, operation_id: String) -> Value {
     let mut params: Vec<Value> = path_params(e.path)
         .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
         .collect();
@@ -259,7 +363,7 @@ fn operation(e: &Endpoint, req: Request, operation_id: String) -> Value {
         "tags": [tag],
         "x-action": e.action,
         "x-audited": e.audited,
-        "responses": responses(e, has_input),
+        "responses": responses(e, has_input, answer),
     });
     if !params.is_empty() {
         op["parameters"] = Value::Array(params);
@@ -298,12 +402,14 @@ pub fn path_params(path: &str) -> impl Iterator<Item = &str> {
     path.split('/').filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
 }
 
-fn responses(e: &Endpoint, has_input: bool) -> Value {
+fn responses(e: &Endpoint, has_input: bool, answer: Option<Value>) -> Value {
     let mut out = Map::new();
+    // Only this document itself is JSON that no type describes.
+    let json_schema = answer.unwrap_or_else(|| json!({ "type": "object" }));
     for &status in e.success {
         let content = match (status, e.media) {
             (204, _) => None,
-            (_, Media::Json) => Some(json!({ "application/json": { "schema": { "type": "object" } } })),
+            (_, Media::Json) => Some(json!({ "application/json": { "schema": json_schema.clone() } })),
             (_, Media::Ndjson) => Some(json!({ "application/x-ndjson": { "schema": { "type": "string" } } })),
             (_, Media::Gzip) => {
                 Some(json!({ "application/gzip": { "schema": { "type": "string", "format": "binary" } } }))
@@ -495,6 +601,77 @@ mod tests {
                 ["schema"]["type"],
             "string"
         );
+    }
+
+    /// Follows a `$ref` into the document's components.
+    fn resolve<'a>(d: &'a Value, schema: &'a Value) -> &'a Value {
+        match schema["$ref"].as_str().and_then(|r| r.strip_prefix('#')) {
+            Some(pointer) => d.pointer(pointer).unwrap_or(&Value::Null),
+            None => schema,
+        }
+    }
+
+    /// A route whose handler returns JSON without a type that describes it does not get past this
+    /// test: its success answer would be a loose object, and the fuzzer could not check it.
+    #[test]
+    fn every_json_success_answer_has_the_schema_of_the_type_its_handler_returns() {
+        let d = doc();
+        for e in table(1 << 20) {
+            let op = &d["paths"][e.path][e.method.as_str().to_ascii_lowercase()];
+            for s in e.success {
+                let answer = &op["responses"][s.to_string()];
+                if *s == 204 || e.media != Media::Json {
+                    assert!(answer["content"].get("application/json").is_none(), "{} {}", e.method, e.path);
+                    continue;
+                }
+                let schema = &answer["content"]["application/json"]["schema"];
+                if e.path == "/api/openapi.json" {
+                    // The document itself: JSON that no Rust type describes.
+                    assert_eq!(schema, &json!({ "type": "object" }));
+                    continue;
+                }
+                let typed = resolve(&d, schema);
+                assert!(
+                    typed["properties"].is_object() || typed["oneOf"].is_array(),
+                    "{} {} answers {s} with no typed body: {schema}",
+                    e.method,
+                    e.path
+                );
+            }
+        }
+        // What serde writes: always-present fields are required, skipped ones are not.
+        let started = resolve(
+            &d,
+            &d["paths"]["/api/cloud-scans/initiate"]["post"]["responses"]["202"]["content"]["application/json"]["schema"],
+        );
+        let required: Vec<&str> =
+            started["required"].as_array().map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        assert!(required.contains(&"run_id") && required.contains(&"estimated_completion"), "{started}");
+        assert!(!required.contains(&"already_running"), "{started}");
+        assert!(
+            started["properties"]["estimated_completion"]["type"]
+                .as_array()
+                .is_some_and(|t| t.contains(&json!("null")))
+        );
+    }
+
+    /// Requests and answers are described by two generators (serde reads and writes differently); a type
+    /// name they share must mean one schema, since the document keeps one of them.
+    #[test]
+    fn request_and_answer_schemas_agree_on_shared_names() {
+        let settings = || SchemaSettings::draft2020_12().with(|s| s.definitions_path = "/components/schemas".into());
+        let mut requests = settings().into_generator();
+        let mut answers = settings().for_serialize().into_generator();
+        for e in table(1 << 20) {
+            (e.describe)(&mut requests);
+            (e.reply)(&mut answers);
+        }
+        let requests = requests.take_definitions(true);
+        for (name, schema) in answers.take_definitions(true) {
+            if let Some(other) = requests.get(&name) {
+                assert_eq!(other, &schema, "`{name}` differs between requests and answers");
+            }
+        }
     }
 
     /// The structure OpenAPI 3.1 requires, as far as it can be checked here: schemathesis refuses a

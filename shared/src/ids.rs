@@ -95,6 +95,19 @@ macro_rules! prefixed_id {
             }
         }
 
+        /// As it travels: the prefix and a ULID (Crockford base 32, upper case).
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({
+                    "type": "string",
+                    "pattern": concat!("^", $prefix, "[0-9A-HJKMNP-TV-Z]{26}$"),
+                })
+            }
+        }
+
     };
 }
 

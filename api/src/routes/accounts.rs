@@ -8,18 +8,18 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use bson::doc;
 use cspm_shared::domain::provider::{Provider, ProviderAccountId, validate_region};
-use cspm_shared::ids::AccountId;
+use cspm_shared::ids::{AccountId, RunId, ScheduleId};
 use cspm_shared::store::accounts::{self, AccountDoc, DeleteOutcome};
 use cspm_shared::store::schedules;
 use cspm_shared::time::Timestamp;
 use schemars::JsonSchema;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::auth::Caller;
 use crate::extract::{ApiJson, path_id};
 use crate::problem::{ApiError, ApiResult, FieldError};
-use crate::routes::rfc3339;
+use crate::routes::{Time, rfc3339};
 use crate::state::AppState;
 
 /// Credential fields are strings; the set depends on the provider.
@@ -77,7 +77,7 @@ pub async fn create(
     State(s): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<CreateAccount>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<CreatedAccount>)> {
     let mut errors = Vec::new();
     let provider: Option<Provider> = body.provider.parse().map_err(|e| field(&mut errors, "provider", e)).ok();
     let provider_account = provider.and_then(|p| {
@@ -148,30 +148,46 @@ pub async fn create(
         Err(e) => return Err(e.into()),
     }
     tracing::info!(account.id = %account.id, provider = %provider, "cloud account connected");
-    let mut body = view(&account);
+    let mut body = CreatedAccount { account: view(&account), schedules: None };
     if s.config.auto_schedule {
         // The account exists whatever happens here; a failure is reported, and the schedules can be
         // made through /api/schedules.
         match schedules::create_account_defaults(&s.mongo, &caller.team, &account.id, Some(caller.user.clone()), now)
             .await
         {
-            Ok(made) => body["schedules"] = json!(made.iter().map(|m| &m.id).collect::<Vec<_>>()),
+            Ok(made) => body.schedules = Some(made.into_iter().map(|m| m.id).collect()),
             Err(e) => {
                 tracing::warn!(account.id = %account.id, error = %e, "could not create the default schedules");
-                body["schedules"] = json!([]);
+                body.schedules = Some(Vec::new());
             }
         }
     }
     Ok((StatusCode::CREATED, Json(body)))
 }
 
-pub async fn list(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
-    let found = accounts::list(&s.mongo, &caller.team).await?;
-    let items: Vec<Value> = found.iter().map(view).collect();
-    Ok(Json(json!({ "accounts": items, "total": items.len() })))
+/// A connected account, with the default schedules made for it (when `CSPM_AUTO_SCHEDULE` is on).
+#[derive(Serialize, JsonSchema)]
+pub struct CreatedAccount {
+    #[serde(flatten)]
+    account: AccountView,
+    /// The ids of the default schedules; present only when the API makes them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schedules: Option<Vec<ScheduleId>>,
 }
 
-pub async fn get(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+#[derive(Serialize, JsonSchema)]
+pub struct AccountList {
+    accounts: Vec<AccountView>,
+    total: usize,
+}
+
+pub async fn list(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<AccountList>> {
+    let found = accounts::list(&s.mongo, &caller.team).await?;
+    let accounts: Vec<AccountView> = found.iter().map(view).collect();
+    Ok(Json(AccountList { total: accounts.len(), accounts }))
+}
+
+pub async fn get(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<AccountView>> {
     let id: AccountId = path_id(&id, "cloud account")?;
     let account =
         accounts::get(&s.mongo, &caller.team, &id).await?.ok_or_else(|| ApiError::not_found("cloud account"))?;
@@ -183,7 +199,7 @@ pub async fn update(
     caller: Caller,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UpdateAccount>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AccountView>> {
     let id: AccountId = path_id(&id, "cloud account")?;
     let existing =
         accounts::get(&s.mongo, &caller.team, &id).await?.ok_or_else(|| ApiError::not_found("cloud account"))?;
@@ -260,26 +276,49 @@ pub async fn delete(State(s): State<AppState>, caller: Caller, Path(id): Path<St
     }
 }
 
-pub fn view(a: &AccountDoc) -> Value {
-    json!({
-        "id": a.id,
-        "provider": a.provider,
-        "account_id": a.provider_account_id,
-        "account_name": a.name,
-        "regions": a.regions,
-        "status": a.status,
-        "has_credentials": a.credentials_encrypted.is_some(),
-        "credential_type": a.credential_type,
-        "endpoint_url": a.endpoint_url,
-        "services": a.services,
-        "excluded_checks": a.excluded_checks,
-        "active_run_id": a.active_run_id,
-        "last_scan_run_id": a.last_scan_run_id,
-        "schedules_paused": a.schedules_paused_at.is_some(),
-        "schedules_paused_reason": a.schedules_paused_reason,
-        "created_at": rfc3339(a.created_at),
-        "updated_at": rfc3339(a.updated_at),
-    })
+/// A cloud account as the API shows it: never its credentials.
+#[derive(Serialize, JsonSchema)]
+pub struct AccountView {
+    id: AccountId,
+    provider: Provider,
+    /// The provider's own id: AWS account id, GCP project id, Azure subscription id.
+    account_id: String,
+    account_name: String,
+    regions: Vec<String>,
+    status: String,
+    has_credentials: bool,
+    credential_type: Option<String>,
+    endpoint_url: Option<String>,
+    services: Vec<String>,
+    excluded_checks: Vec<String>,
+    active_run_id: Option<RunId>,
+    last_scan_run_id: Option<RunId>,
+    schedules_paused: bool,
+    schedules_paused_reason: Option<String>,
+    created_at: Time,
+    updated_at: Time,
+}
+
+pub fn view(a: &AccountDoc) -> AccountView {
+    AccountView {
+        id: a.id.clone(),
+        provider: a.provider,
+        account_id: a.provider_account_id.clone(),
+        account_name: a.name.clone(),
+        regions: a.regions.clone(),
+        status: a.status.clone(),
+        has_credentials: a.credentials_encrypted.is_some(),
+        credential_type: a.credential_type.clone(),
+        endpoint_url: a.endpoint_url.clone(),
+        services: a.services.clone(),
+        excluded_checks: a.excluded_checks.clone(),
+        active_run_id: a.active_run_id.clone(),
+        last_scan_run_id: a.last_scan_run_id.clone(),
+        schedules_paused: a.schedules_paused_at.is_some(),
+        schedules_paused_reason: a.schedules_paused_reason.clone(),
+        created_at: rfc3339(a.created_at),
+        updated_at: rfc3339(a.updated_at),
+    }
 }
 
 fn field(errors: &mut Vec<FieldError>, name: &str, message: impl Into<String>) {

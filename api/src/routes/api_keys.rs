@@ -20,14 +20,14 @@ use cspm_shared::store::api_keys::{
 };
 use cspm_shared::store::users;
 use cspm_shared::time::Timestamp;
-use serde::Deserialize;
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use crate::auth::Caller;
 use crate::extract::{ApiJson, path_id};
 use crate::problem::{ApiError, ApiResult};
-use crate::routes::{rfc3339, rfc3339_opt};
+use crate::routes::{Time, rfc3339, rfc3339_opt};
 use crate::state::AppState;
 
 const SHOWN_ONCE: &str = "Store this API key now: it is shown only once and cannot be retrieved again.";
@@ -125,7 +125,7 @@ pub async fn create(
     State(s): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<CreateBody>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<NewKeyView>)> {
     session_only(&caller)?;
     let name = check_name(&body.name).map_err(|m| ApiError::invalid("name", m))?;
     let (scopes, preset) = scopes_of(body.scopes, body.scope_preset)?
@@ -146,12 +146,12 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(shown_once(&doc, secret))))
 }
 
-pub async fn list(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+pub async fn list(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<KeyList<KeyView>>> {
     session_only(&caller)?;
     let now = Timestamp::now();
     let keys = api_keys::list_for_owner(&s.mongo, &caller.user, &caller.team).await?;
-    let items: Vec<Value> = keys.iter().map(|k| view(k, now)).collect();
-    Ok(Json(json!({ "api_keys": items, "total": items.len() })))
+    let api_keys: Vec<KeyView> = keys.iter().map(|k| view(k, now)).collect();
+    Ok(Json(KeyList { total: api_keys.len(), api_keys }))
 }
 
 async fn own(s: &AppState, caller: &Caller, raw: &str) -> ApiResult<ApiKeyDoc> {
@@ -161,7 +161,7 @@ async fn own(s: &AppState, caller: &Caller, raw: &str) -> ApiResult<ApiKeyDoc> {
         .ok_or_else(|| ApiError::not_found("API key"))
 }
 
-pub async fn get(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<KeyView>> {
     session_only(&caller)?;
     Ok(Json(view(&own(&s, &caller, &id).await?, Timestamp::now())))
 }
@@ -171,7 +171,7 @@ pub async fn update(
     caller: Caller,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UpdateBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<KeyView>> {
     session_only(&caller)?;
     let id: ApiKeyId = path_id(&id, "API key")?;
     let patch = KeyPatch {
@@ -198,7 +198,7 @@ pub async fn rotate(
     caller: Caller,
     Path(id): Path<String>,
     body: Bytes,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<RotatedKey>)> {
     session_only(&caller)?;
     let id: ApiKeyId = path_id(&id, "API key")?;
     let body: RotateBody = optional_body(&body)?;
@@ -209,16 +209,16 @@ pub async fn rotate(
     let now = Timestamp::now();
     let (doc, secret) = api_keys::rotate(&s.mongo, &caller.team, &caller.user, &id, grace, now).await?;
     let mut answer = shown_once(&doc, secret);
-    answer["rotated_from"] = json!(id);
-    answer["old_key"] = json!({
-        "key_id": id,
-        "status": "rotated",
-        "grace_until": rfc3339(now.plus(std::time::Duration::from_secs(u64::from(grace) * 3600))),
-    });
-    Ok((StatusCode::CREATED, Json(answer)))
+    answer.key.rotated_from = Some(id.clone());
+    let old_key = OldKey {
+        key_id: id,
+        status: "rotated",
+        grace_until: rfc3339(now.plus(std::time::Duration::from_secs(u64::from(grace) * 3600))),
+    };
+    Ok((StatusCode::CREATED, Json(RotatedKey { new: answer, old_key })))
 }
 
-pub async fn revoke(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn revoke(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Revoked>> {
     session_only(&caller)?;
     let id: ApiKeyId = path_id(&id, "API key")?;
     let doc = api_keys::revoke(&s.mongo, &caller.team, Some(&caller.user), &id, Timestamp::now())
@@ -228,45 +228,85 @@ pub async fn revoke(State(s): State<AppState>, caller: Caller, Path(id): Path<St
 }
 
 /// The vocabulary: every scope with what it allows, every preset with its scopes.
-pub async fn scopes(_caller: Caller) -> Json<Value> {
-    let scopes: Vec<Value> =
-        Scope::ALL.iter().map(|s| json!({ "scope": s.as_str(), "description": s.describe() })).collect();
-    let presets: Vec<Value> = Preset::ALL
+pub async fn scopes(_caller: Caller) -> Json<Vocabulary> {
+    let scopes = Scope::ALL.iter().map(|s| ScopeInfo { scope: s.as_str(), description: s.describe() }).collect();
+    let presets = Preset::ALL
         .iter()
-        .map(|p| json!({ "preset": p.as_str(), "scopes": p.scopes().iter().map(|s| s.as_str()).collect::<Vec<_>>() }))
+        .map(|p| PresetInfo { preset: p.as_str(), scopes: p.scopes().iter().map(|s| s.as_str()).collect() })
         .collect();
-    Json(json!({ "scopes": scopes, "presets": presets }))
+    Json(Vocabulary { scopes, presets })
+}
+
+/// The scopes of API keys and their presets.
+#[derive(Serialize, JsonSchema)]
+pub struct Vocabulary {
+    scopes: Vec<ScopeInfo>,
+    presets: Vec<PresetInfo>,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct ScopeInfo {
+    scope: &'static str,
+    /// What it allows.
+    description: &'static str,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct PresetInfo {
+    preset: &'static str,
+    scopes: Vec<&'static str>,
+}
+
+/// A list of keys.
+#[derive(Serialize, JsonSchema)]
+pub struct KeyList<K> {
+    api_keys: Vec<K>,
+    total: usize,
+}
+
+/// A key of the team, with its owner.
+#[derive(Serialize, JsonSchema)]
+pub struct TeamKeyView {
+    #[serde(flatten)]
+    key: KeyView,
+    owner: Option<KeyOwner>,
+}
+
+#[derive(Serialize, JsonSchema, Clone)]
+pub struct KeyOwner {
+    user_id: UserId,
+    /// None once the user is gone.
+    email: Option<String>,
+    name: Option<String>,
 }
 
 /// Every key of the team, with its owner (administrators).
-pub async fn team_keys(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+pub async fn team_keys(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<KeyList<TeamKeyView>>> {
     let now = Timestamp::now();
     let keys = api_keys::list_for_team(&s.mongo, &caller.team).await?;
-    let mut owners: HashMap<UserId, Value> = HashMap::new();
+    let mut owners: HashMap<UserId, KeyOwner> = HashMap::new();
     for k in &keys {
         if !owners.contains_key(&k.owner_id) {
             let user = users::get(&s.mongo, &k.owner_id).await?;
-            let owner = json!({
-                "user_id": k.owner_id,
-                "email": user.as_ref().map(|u| u.email.clone()),
-                "name": user.as_ref().map(|u| u.name.clone()),
-            });
+            let owner = KeyOwner {
+                user_id: k.owner_id.clone(),
+                email: user.as_ref().map(|u| u.email.clone()),
+                name: user.as_ref().map(|u| u.name.clone()),
+            };
             owners.insert(k.owner_id.clone(), owner);
         }
     }
-    let items: Vec<Value> = keys
-        .iter()
-        .map(|k| {
-            let mut v = view(k, now);
-            v["owner"] = owners.get(&k.owner_id).cloned().unwrap_or(Value::Null);
-            v
-        })
-        .collect();
-    Ok(Json(json!({ "api_keys": items, "total": items.len() })))
+    let api_keys: Vec<TeamKeyView> =
+        keys.iter().map(|k| TeamKeyView { key: view(k, now), owner: owners.get(&k.owner_id).cloned() }).collect();
+    Ok(Json(KeyList { total: api_keys.len(), api_keys }))
 }
 
 /// Revokes any key of the team (administrators).
-pub async fn admin_revoke(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn admin_revoke(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Revoked>> {
     let id: ApiKeyId = path_id(&id, "API key")?;
     let doc = api_keys::revoke(&s.mongo, &caller.team, None, &id, Timestamp::now())
         .await?
@@ -275,40 +315,95 @@ pub async fn admin_revoke(State(s): State<AppState>, caller: Caller, Path(id): P
     Ok(Json(revoked(&doc)))
 }
 
-fn revoked(doc: &ApiKeyDoc) -> Value {
-    json!({ "key_id": doc.id, "status": doc.status.as_str(), "revoked_at": rfc3339_opt(doc.revoked_at) })
+/// A revoked key.
+#[derive(Serialize, JsonSchema)]
+pub struct Revoked {
+    key_id: ApiKeyId,
+    status: &'static str,
+    revoked_at: Option<Time>,
+}
+
+fn revoked(doc: &ApiKeyDoc) -> Revoked {
+    Revoked { key_id: doc.id.clone(), status: doc.status.as_str(), revoked_at: rfc3339_opt(doc.revoked_at) }
+}
+
+/// A new key: the key as reads show it, with the key itself (shown this once).
+#[derive(Serialize, JsonSchema)]
+pub struct NewKeyView {
+    #[serde(flatten)]
+    key: KeyView,
+    /// The secret: store it now.
+    api_key: String,
+    message: &'static str,
+}
+
+/// A rotated key: the new key (shown once) and what became of the old one.
+#[derive(Serialize, JsonSchema)]
+pub struct RotatedKey {
+    #[serde(flatten)]
+    new: NewKeyView,
+    old_key: OldKey,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct OldKey {
+    key_id: ApiKeyId,
+    /// Always `rotated`.
+    status: &'static str,
+    /// The old key works until then.
+    grace_until: Time,
 }
 
 /// The answer that carries the key, once: the key as reads show it, with the key itself.
-fn shown_once(doc: &ApiKeyDoc, secret: String) -> Value {
-    let mut v = view(doc, doc.created_at);
-    v["api_key"] = json!(secret);
-    v["message"] = json!(SHOWN_ONCE);
-    v
+fn shown_once(doc: &ApiKeyDoc, secret: String) -> NewKeyView {
+    NewKeyView { key: view(doc, doc.created_at), api_key: secret, message: SHOWN_ONCE }
 }
 
 /// A key as lists and reads show it: never the key, never its hash.
-pub fn view(doc: &ApiKeyDoc, now: Timestamp) -> Value {
-    json!({
-        "key_id": doc.id,
-        "key_prefix": doc.key_prefix,
-        "name": doc.name,
-        "description": doc.description,
-        "scopes": doc.scopes,
-        "scope_preset": doc.preset.map(Preset::as_str),
-        "environment": doc.environment.as_str(),
-        "rate_limit_per_minute": doc.rate_limit_per_minute,
-        "expires_at": rfc3339_opt(doc.expires_at),
-        "created_at": rfc3339(doc.created_at),
-        "last_used_at": rfc3339_opt(doc.last_used_at),
-        "usage_count": doc.usage_count,
-        "status": doc.status.as_str(),
-        "expired": doc.expired_at(now),
-        "revoked_at": rfc3339_opt(doc.revoked_at),
-        "rotated_to": doc.rotated_to,
-        "rotated_from": doc.rotated_from,
-        "grace_until": rfc3339_opt(doc.grace_until),
-    })
+#[derive(Serialize, JsonSchema)]
+pub struct KeyView {
+    key_id: ApiKeyId,
+    key_prefix: String,
+    name: String,
+    description: Option<String>,
+    #[schemars(with = "Vec<String>")]
+    scopes: Vec<Scope>,
+    scope_preset: Option<&'static str>,
+    environment: &'static str,
+    rate_limit_per_minute: u32,
+    expires_at: Option<Time>,
+    created_at: Time,
+    last_used_at: Option<Time>,
+    usage_count: i64,
+    status: &'static str,
+    expired: bool,
+    revoked_at: Option<Time>,
+    rotated_to: Option<ApiKeyId>,
+    rotated_from: Option<ApiKeyId>,
+    grace_until: Option<Time>,
+}
+
+pub fn view(doc: &ApiKeyDoc, now: Timestamp) -> KeyView {
+    KeyView {
+        key_id: doc.id.clone(),
+        key_prefix: doc.key_prefix.clone(),
+        name: doc.name.clone(),
+        description: doc.description.clone(),
+        scopes: doc.scopes.clone(),
+        scope_preset: doc.preset.map(Preset::as_str),
+        environment: doc.environment.as_str(),
+        rate_limit_per_minute: doc.rate_limit_per_minute,
+        expires_at: rfc3339_opt(doc.expires_at),
+        created_at: rfc3339(doc.created_at),
+        last_used_at: rfc3339_opt(doc.last_used_at),
+        usage_count: doc.usage_count,
+        status: doc.status.as_str(),
+        expired: doc.expired_at(now),
+        revoked_at: rfc3339_opt(doc.revoked_at),
+        rotated_to: doc.rotated_to.clone(),
+        rotated_from: doc.rotated_from.clone(),
+        grace_until: rfc3339_opt(doc.grace_until),
+    }
 }
 
 #[cfg(test)]
@@ -345,11 +440,12 @@ mod tests {
         })
         .expect("a key document");
         doc.expires_at = Some(now);
-        let v = view(&doc, now);
+        let v = serde_json::to_value(view(&doc, now)).expect("a view is JSON");
         let text = v.to_string();
         assert!(!text.contains(&secret) && !text.contains(&doc.key_hash), "{text}");
-        assert_eq!(v["expired"], json!(true));
-        assert_eq!(v["expires_at"], json!(rfc3339(now)));
-        assert!(shown_once(&doc, secret.clone()).to_string().contains(&secret));
+        assert_eq!(v["expired"], serde_json::json!(true));
+        assert_eq!(v["expires_at"], serde_json::json!(rfc3339(now)));
+        let shown = serde_json::to_value(shown_once(&doc, secret.clone())).expect("JSON");
+        assert!(shown.to_string().contains(&secret));
     }
 }

@@ -8,24 +8,57 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use cspm_shared::artifacts::{self, ArtifactDoc, ArtifactId};
+use cspm_shared::domain::scan::ToolId;
+use cspm_shared::ids::{RunId, SubJobId};
 use futures::TryStreamExt;
-use serde_json::{Value, json};
+use schemars::JsonSchema;
+use serde::Serialize;
 
 use crate::auth::Caller;
 use crate::extract::path_id;
 use crate::problem::{ApiError, ApiResult};
-use crate::routes::rfc3339;
 use crate::routes::scans::load;
+use crate::routes::{Time, rfc3339};
 use crate::state::AppState;
 
-pub async fn list(State(s): State<AppState>, caller: Caller, Path(run_id): Path<String>) -> ApiResult<Json<Value>> {
+/// A scan's raw scanner output files.
+#[derive(Serialize, JsonSchema)]
+pub struct ArtifactList {
+    run_id: RunId,
+    artifacts: Vec<ArtifactView>,
+    total: usize,
+}
+
+/// One raw output file, as stored (gzip).
+#[derive(Serialize, JsonSchema)]
+pub struct ArtifactView {
+    /// `art_` and 32 hexadecimal digits.
+    #[schemars(with = "String")]
+    id: ArtifactId,
+    subjob_id: SubJobId,
+    #[schemars(with = "String")]
+    tool: ToolId,
+    file_name: String,
+    /// Bytes before compression.
+    size: i64,
+    /// Bytes as stored (and downloaded).
+    stored_size: i64,
+    sha256: String,
+    content_encoding: String,
+    created_at: Time,
+    /// The path to download it from.
+    download: String,
+}
+
+pub async fn list(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(run_id): Path<String>,
+) -> ApiResult<Json<ArtifactList>> {
     let run = load(&s, &caller, &run_id).await?;
     let docs = artifacts::list(&s.mongo, &caller.team, &run.id).await?;
-    Ok(Json(json!({
-        "run_id": run.id,
-        "artifacts": docs.iter().map(view).collect::<Vec<_>>(),
-        "total": docs.len(),
-    })))
+    let artifacts: Vec<ArtifactView> = docs.iter().map(view).collect();
+    Ok(Json(ArtifactList { run_id: run.id, total: artifacts.len(), artifacts }))
 }
 
 pub async fn download(
@@ -51,19 +84,19 @@ pub async fn download(
     Ok(resp)
 }
 
-fn view(d: &ArtifactDoc) -> Value {
-    json!({
-        "id": d.id,
-        "subjob_id": d.subjob_id,
-        "tool": d.tool,
-        "file_name": d.file_name,
-        "size": d.size,
-        "stored_size": d.stored_size,
-        "sha256": d.sha256,
-        "content_encoding": d.content_encoding,
-        "created_at": rfc3339(d.created_at),
-        "download": format!("/api/cloud-scans/{}/artifacts/{}", d.run_id, d.id),
-    })
+fn view(d: &ArtifactDoc) -> ArtifactView {
+    ArtifactView {
+        id: d.id.clone(),
+        subjob_id: d.subjob_id.clone(),
+        tool: d.tool.clone(),
+        file_name: d.file_name.clone(),
+        size: d.size,
+        stored_size: d.stored_size,
+        sha256: d.sha256.clone(),
+        content_encoding: d.content_encoding.clone(),
+        created_at: rfc3339(d.created_at),
+        download: format!("/api/cloud-scans/{}/artifacts/{}", d.run_id, d.id),
+    }
 }
 
 /// The file's last segment, with anything that could break out of the quoted header value (or

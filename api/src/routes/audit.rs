@@ -11,17 +11,17 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use cspm_shared::audit::AuditEvent;
-use cspm_shared::domain::role::Permission;
-use cspm_shared::ids::UserId;
+use cspm_shared::domain::role::{Permission, Role};
+use cspm_shared::ids::{ApiKeyId, AuditId, TeamId, UserId};
 use cspm_shared::store::audit::{self, AuditQuery};
 use cspm_shared::time::Timestamp;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use crate::auth::Caller;
 use crate::extract::{ApiQuery, page, path_id};
 use crate::problem::{ApiError, ApiResult};
-use crate::routes::rfc3339;
+use crate::routes::{Time, rfc3339};
 use crate::state::AppState;
 
 /// Longest action pattern accepted.
@@ -124,10 +124,53 @@ fn build(caller: &Caller, q: ListQuery, user: Option<UserId>) -> ApiResult<Audit
     })
 }
 
-async fn answer(s: &AppState, q: AuditQuery) -> ApiResult<Json<Value>> {
+/// A page of audit events, newest first.
+#[derive(Serialize, JsonSchema)]
+pub struct EventList {
+    events: Vec<EventView>,
+    total: u64,
+    skip: u64,
+    limit: i64,
+}
+
+/// The actions recorded, and whose (`team` or `own`).
+#[derive(Serialize, JsonSchema)]
+pub struct Actions {
+    actions: Vec<String>,
+    scope: &'static str,
+}
+
+/// One audited request.
+#[derive(Serialize, JsonSchema)]
+pub struct EventView {
+    id: AuditId,
+    at: Time,
+    team_id: Option<TeamId>,
+    actor_id: Option<UserId>,
+    actor_email: Option<String>,
+    actor_role: Option<Role>,
+    api_key_id: Option<ApiKeyId>,
+    method: String,
+    path: String,
+    /// The route template (`/api/cloud-scans/{run_id}`), or the path when no route matched.
+    route: String,
+    /// `<resource>.<verb>` (`scan.start`).
+    action: String,
+    status: u16,
+    success: bool,
+    duration_ms: i64,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    /// The redacted body summary.
+    body: Option<String>,
+    /// The object acted on (the first path parameter).
+    target_id: Option<String>,
+}
+
+async fn answer(s: &AppState, q: AuditQuery) -> ApiResult<Json<EventList>> {
     let (events, total) = audit::query(&s.mongo, &q).await?;
-    let items: Vec<Value> = events.iter().map(view).collect();
-    Ok(Json(json!({ "events": items, "total": total, "skip": q.skip, "limit": q.limit })))
+    let events: Vec<EventView> = events.iter().map(view).collect();
+    Ok(Json(EventList { events, total, skip: q.skip, limit: q.limit }))
 }
 
 /// `GET /api/audit-trail?user_id=&action=&start_date=&end_date=&success_only=&limit=&skip=`: newest
@@ -136,7 +179,7 @@ pub async fn list(
     State(s): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EventList>> {
     let q = build(&caller, q, None)?;
     answer(&s, q).await
 }
@@ -147,7 +190,7 @@ pub async fn for_user(
     caller: Caller,
     Path(user_id): Path<String>,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EventList>> {
     let user: UserId = path_id(&user_id, "user")?;
     // Someone outside the caller's team is not found, like any other team's object.
     let member = cspm_shared::store::users::get(&s.mongo, &user).await?;
@@ -160,34 +203,34 @@ pub async fn for_user(
 
 /// `GET /api/audit-trail/actions`: the actions recorded, for a filter menu (the caller's own unless
 /// they read the team's trail).
-pub async fn actions(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+pub async fn actions(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<Actions>> {
     let wide = team_wide(&caller);
     let actor = (!wide).then_some(&caller.user);
     let actions = audit::actions(&s.mongo, &caller.team, actor).await?;
-    Ok(Json(json!({ "actions": actions, "scope": if wide { "team" } else { "own" } })))
+    Ok(Json(Actions { actions, scope: if wide { "team" } else { "own" } }))
 }
 
-fn view(e: &AuditEvent) -> Value {
-    json!({
-        "id": e.id,
-        "at": rfc3339(e.at),
-        "team_id": e.team_id,
-        "actor_id": e.actor_id,
-        "actor_email": e.actor_email,
-        "actor_role": e.actor_role,
-        "api_key_id": e.api_key_id,
-        "method": e.method,
-        "path": e.path,
-        "route": e.route,
-        "action": e.action,
-        "status": e.status,
-        "success": e.success,
-        "duration_ms": e.duration_ms,
-        "ip": e.ip,
-        "user_agent": e.user_agent,
-        "body": e.body,
-        "target_id": e.target_id,
-    })
+fn view(e: &AuditEvent) -> EventView {
+    EventView {
+        id: e.id.clone(),
+        at: rfc3339(e.at),
+        team_id: e.team_id.clone(),
+        actor_id: e.actor_id.clone(),
+        actor_email: e.actor_email.clone(),
+        actor_role: e.actor_role,
+        api_key_id: e.api_key_id.clone(),
+        method: e.method.clone(),
+        path: e.path.clone(),
+        route: e.route.clone(),
+        action: e.action.clone(),
+        status: e.status,
+        success: e.success,
+        duration_ms: e.duration_ms,
+        ip: e.ip.clone(),
+        user_agent: e.user_agent.clone(),
+        body: e.body.clone(),
+        target_id: e.target_id.clone(),
+    }
 }
 
 #[cfg(test)]

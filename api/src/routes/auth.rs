@@ -15,13 +15,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cspm_shared::auth::jwt::Claims;
 use cspm_shared::auth::password::{check_policy, dummy_hash, hash_password, verify_password};
-use cspm_shared::ids::SessionId;
+use cspm_shared::domain::role::Role;
+use cspm_shared::ids::{ApiKeyId, SessionId, TeamId, UserId};
 use cspm_shared::store::{sessions, users};
 use cspm_shared::time::Timestamp;
 use schemars::JsonSchema;
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use crate::access::{AuditActor, ClientIp};
 use crate::auth::Caller;
@@ -43,21 +43,22 @@ pub async fn login(
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
     ApiJson(body): ApiJson<LoginBody>,
-) -> ApiResult<Response> {
+) -> Result<(axum::Extension<AuditActor>, Json<LoginAnswer>), Refused> {
     if let Some(ip) = &ip {
         match s.limiter.hit(&format!("login:{ip}"), s.config.login_rate_per_minute, Duration::from_secs(60)).await {
             Ok(d) if !d.allowed => {
                 return Err(ApiError::TooManyRequests {
                     detail: "too many sign-in attempts from this address; wait a minute".into(),
                     retry_after: d.reset_secs,
-                });
+                }
+                .into());
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "sign-in rate limit not applied"),
         }
     }
     if body.email.len() > 320 || body.password.expose_secret().len() > 1024 {
-        return Err(ApiError::Unauthorized(BAD_CREDENTIALS.into()));
+        return Err(ApiError::Unauthorized(BAD_CREDENTIALS.into()).into());
     }
     let user = users::find_by_email(&s.mongo, &body.email).await?;
     let now = Timestamp::now();
@@ -101,7 +102,7 @@ pub async fn login(
                     role: u.active_role(),
                 });
             }
-            return Ok(resp);
+            return Err(Refused(resp));
         }
     };
     // The active team, or the first team the user still belongs to.
@@ -112,7 +113,7 @@ pub async fn login(
                 users::set_active_team(&s.mongo, &user.id, &m.team_id).await?;
                 (m.team_id.clone(), m.role)
             }
-            None => return Err(ApiError::Forbidden("you are not a member of any team".into())),
+            None => return Err(ApiError::Forbidden("you are not a member of any team".into()).into()),
         },
     };
     users::record_login(&s.mongo, &user.id, upgraded).await?;
@@ -132,34 +133,131 @@ pub async fn login(
     };
     let token = s.tokens.sign(&claims);
     s.metrics.logins.get_or_create(&vec![("outcome".into(), "ok".into())]).inc();
-    let mut resp = Json(json!({
-        "access_token": token,
-        "token_type": "bearer",
-        "expires_in": cfg.session_ttl.as_secs(),
-        "session_id": session.id,
-        "user": user_view(&user.id, &user.email, &user.name, &team, role),
-    }))
-    .into_response();
-    resp.extensions_mut().insert(AuditActor { user: user.id, team: Some(team), email: user.email, role: Some(role) });
-    Ok(resp)
+    let answer = LoginAnswer {
+        access_token: token,
+        token_type: "bearer",
+        expires_in: cfg.session_ttl.as_secs(),
+        session_id: session.id,
+        user: user_view(&user.id, &user.email, &user.name, &team, role),
+    };
+    // The audit trail names who signed in (the request itself carried no identity).
+    let actor = AuditActor { user: user.id, team: Some(team), email: user.email, role: Some(role) };
+    Ok((axum::Extension(actor), Json(answer)))
 }
 
-pub async fn logout(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+/// A refused sign-in: its problem document, with the user it names for the audit trail (if any).
+pub struct Refused(Response);
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        self.0
+    }
+}
+
+impl From<ApiError> for Refused {
+    fn from(e: ApiError) -> Self {
+        Refused(e.into_response())
+    }
+}
+
+impl From<cspm_shared::error::StoreError> for Refused {
+    fn from(e: cspm_shared::error::StoreError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+/// A new session's bearer token.
+#[derive(Serialize, JsonSchema)]
+pub struct LoginAnswer {
+    access_token: String,
+    /// Always `bearer`.
+    token_type: &'static str,
+    /// Seconds until the token expires.
+    expires_in: u64,
+    session_id: SessionId,
+    user: UserView,
+}
+
+/// A signed-in user in their active team.
+#[derive(Serialize, JsonSchema)]
+pub struct UserView {
+    id: UserId,
+    email: String,
+    name: String,
+    team_id: TeamId,
+    role: Role,
+}
+
+/// The caller.
+#[derive(Serialize, JsonSchema)]
+pub struct Me {
+    #[serde(flatten)]
+    user: UserView,
+    team_name: Option<String>,
+    /// The session, when the caller signed in (not with an API key).
+    session_id: Option<SessionId>,
+    /// The API key, when the caller used one.
+    api_key_id: Option<ApiKeyId>,
+}
+
+/// A plain outcome: `signed_out`.
+#[derive(Serialize, JsonSchema)]
+pub struct SignedOut {
+    status: &'static str,
+}
+
+/// A changed password, and how many of the caller's other sessions ended.
+#[derive(Serialize, JsonSchema)]
+pub struct PasswordChanged {
+    /// Always `password_changed`.
+    status: &'static str,
+    sessions_ended: u64,
+}
+
+/// One of the caller's sessions.
+#[derive(Serialize, JsonSchema)]
+pub struct SessionView {
+    session_id: SessionId,
+    team_id: TeamId,
+    created_at: super::Time,
+    expires_at: super::Time,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    /// Whether this is the session of the request.
+    current: bool,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct SessionList {
+    sessions: Vec<SessionView>,
+    total: usize,
+}
+
+/// An ended session.
+#[derive(Serialize, JsonSchema)]
+pub struct SessionEnded {
+    session_id: SessionId,
+    /// Always `ended`.
+    status: &'static str,
+}
+
+pub async fn logout(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<SignedOut>> {
     if let Some(sid) = caller.session() {
         sessions::end(&s.mongo, &caller.user, sid).await?;
     }
-    Ok(Json(json!({ "status": "signed_out" })))
+    Ok(Json(SignedOut { status: "signed_out" }))
 }
 
-pub async fn me(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+pub async fn me(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<Me>> {
     let user =
         users::get(&s.mongo, &caller.user).await?.ok_or_else(|| ApiError::Unauthorized("unknown user".into()))?;
     let team = users::get_team(&s.mongo, &caller.team).await?;
-    let mut v = user_view(&user.id, &user.email, &user.name, &caller.team, caller.role);
-    v["team_name"] = json!(team.map(|t| t.name));
-    v["session_id"] = json!(caller.session());
-    v["api_key_id"] = json!(caller.api_key());
-    Ok(Json(v))
+    Ok(Json(Me {
+        user: user_view(&user.id, &user.email, &user.name, &caller.team, caller.role),
+        team_name: team.map(|t| t.name),
+        session_id: caller.session().cloned(),
+        api_key_id: caller.api_key().cloned(),
+    }))
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -176,7 +274,7 @@ pub async fn change_password(
     State(s): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<ChangePasswordBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PasswordChanged>> {
     let user =
         users::get(&s.mongo, &caller.user).await?.ok_or_else(|| ApiError::Unauthorized("unknown user".into()))?;
     if let Err(why) = check_policy(body.new_password.expose_secret()) {
@@ -205,48 +303,40 @@ pub async fn change_password(
     };
     users::set_password(&s.mongo, &user.id, hash).await?;
     let ended = sessions::end_all(&s.mongo, &user.id, caller.session()).await?;
-    Ok(Json(json!({ "status": "password_changed", "sessions_ended": ended })))
+    Ok(Json(PasswordChanged { status: "password_changed", sessions_ended: ended }))
 }
 
-pub async fn sessions(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+pub async fn sessions(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<SessionList>> {
     let list = sessions::list(&s.mongo, &caller.user, Timestamp::now()).await?;
-    let items: Vec<Value> = list
+    let sessions: Vec<SessionView> = list
         .into_iter()
-        .map(|x| {
-            json!({
-                "session_id": x.id,
-                "team_id": x.team_id,
-                "created_at": super::rfc3339(x.created_at),
-                "expires_at": super::rfc3339(x.expires_at),
-                "ip": x.ip,
-                "user_agent": x.user_agent,
-                "current": Some(&x.id) == caller.session(),
-            })
+        .map(|x| SessionView {
+            current: Some(&x.id) == caller.session(),
+            session_id: x.id,
+            team_id: x.team_id,
+            created_at: super::rfc3339(x.created_at),
+            expires_at: super::rfc3339(x.expires_at),
+            ip: x.ip,
+            user_agent: x.user_agent,
         })
         .collect();
-    Ok(Json(json!({ "sessions": items, "total": items.len() })))
+    Ok(Json(SessionList { total: sessions.len(), sessions }))
 }
 
 pub async fn end_session(
     State(s): State<AppState>,
     caller: Caller,
     Path(session_id): Path<String>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<SessionEnded>)> {
     let id: SessionId = path_id(&session_id, "session")?;
     if !sessions::end(&s.mongo, &caller.user, &id).await? {
         return Err(ApiError::not_found("session"));
     }
-    Ok((StatusCode::OK, Json(json!({ "session_id": id, "status": "ended" }))))
+    Ok((StatusCode::OK, Json(SessionEnded { session_id: id, status: "ended" })))
 }
 
-pub(crate) fn user_view(
-    id: &cspm_shared::ids::UserId,
-    email: &str,
-    name: &str,
-    team: &cspm_shared::ids::TeamId,
-    role: cspm_shared::domain::role::Role,
-) -> Value {
-    json!({ "id": id, "email": email, "name": name, "team_id": team, "role": role })
+pub(crate) fn user_view(id: &UserId, email: &str, name: &str, team: &TeamId, role: Role) -> UserView {
+    UserView { id: id.clone(), email: email.to_string(), name: name.to_string(), team_id: team.clone(), role }
 }
 
 /// Hashes a password off the async runtime (PBKDF2 at 600,000 iterations takes a noticeable fraction

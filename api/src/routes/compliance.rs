@@ -11,16 +11,18 @@ use cspm_shared::compliance::normalize;
 use cspm_shared::compliance::state::ControlState;
 use cspm_shared::compliance::store::{self, CatalogRecord, ControlStateDoc, Override};
 use cspm_shared::compliance::sync::{self, SyncError, SyncJob, SyncStart, SyncTrigger};
-use cspm_shared::ids::SyncJobId;
+use cspm_shared::ids::{CatalogId, SyncJobId, UserId};
 use cspm_shared::time::Timestamp;
 use schemars::JsonSchema;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::openapi::Object;
 
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery, path_id};
 use crate::problem::{ApiError, ApiResult};
-use crate::routes::rfc3339_opt;
+use crate::routes::{Time, rfc3339, rfc3339_opt};
 use crate::state::AppState;
 
 /// Files one import may carry.
@@ -30,22 +32,63 @@ pub const IMPORT_TIME_LIMIT: std::time::Duration = std::time::Duration::from_sec
 /// Longest justification of an override.
 const MAX_JUSTIFICATION: usize = 4000;
 
-fn catalog_json(c: &CatalogRecord) -> Value {
-    json!({
-        "catalog_id": c.id,
-        "release": c.release,
-        "controls": c.controls,
-        "domains": c.domains,
-        "crosswalk_pairs": c.crosswalk_pairs,
-        "check_requirements": c.check_requirements,
-        "frameworks": c.frameworks.iter().map(|f| json!({
-            "framework": f.name, "key": f.key, "requirements": f.requirements, "controls": f.controls,
-        })).collect::<Vec<_>>(),
-        "files": c.files,
-        "warnings": c.warnings,
-        "imported_by": c.imported_by,
-        "imported_at": c.imported_at.to_rfc3339(),
-    })
+/// The SCF catalog in force.
+#[derive(Serialize, JsonSchema)]
+pub struct CatalogView {
+    catalog_id: CatalogId,
+    release: Option<String>,
+    controls: i64,
+    domains: i64,
+    crosswalk_pairs: i64,
+    check_requirements: i64,
+    frameworks: Vec<FrameworkView>,
+    /// The files it was assembled from.
+    #[schemars(with = "Vec<Object>")]
+    files: Vec<cspm_shared::compliance::catalog::SourceFile>,
+    warnings: Vec<String>,
+    imported_by: UserId,
+    imported_at: Time,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct FrameworkView {
+    framework: String,
+    key: String,
+    requirements: i64,
+    controls: i64,
+}
+
+/// An imported catalog, and the one it replaced.
+#[derive(Serialize, JsonSchema)]
+pub struct ImportedCatalog {
+    #[serde(flatten)]
+    catalog: CatalogView,
+    previous_catalog_id: Option<CatalogId>,
+}
+
+fn catalog_json(c: &CatalogRecord) -> CatalogView {
+    CatalogView {
+        catalog_id: c.id.clone(),
+        release: c.release.clone(),
+        controls: c.controls,
+        domains: c.domains,
+        crosswalk_pairs: c.crosswalk_pairs,
+        check_requirements: c.check_requirements,
+        frameworks: c
+            .frameworks
+            .iter()
+            .map(|f| FrameworkView {
+                framework: f.name.clone(),
+                key: f.key.clone(),
+                requirements: f.requirements,
+                controls: f.controls,
+            })
+            .collect(),
+        files: c.files.clone(),
+        warnings: c.warnings.clone(),
+        imported_by: c.imported_by.clone(),
+        imported_at: rfc3339(c.imported_at),
+    }
 }
 
 /// `POST /api/common-controls/import-scf` (admin): a `multipart/form-data` body with the catalog in the
@@ -56,7 +99,7 @@ pub async fn import_scf(
     State(s): State<AppState>,
     caller: Caller,
     multipart: Result<Multipart, MultipartRejection>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<ImportedCatalog>)> {
     let mut multipart = multipart.map_err(|e| {
         ApiError::UnsupportedMediaType(format!(
             "send the catalog as multipart/form-data (curl -F catalog=@scf.yaml -F crosswalk=@mapping.yaml): {}",
@@ -94,8 +137,7 @@ pub async fn import_scf(
     })?;
     let (record, previous) = store::store_catalog(&s.mongo, &catalog, &caller.user).await?;
     tracing::info!(catalog.id = %record.id, controls = record.controls, "SCF catalog imported");
-    let mut body = catalog_json(&record);
-    body["previous_catalog_id"] = json!(previous);
+    let body = ImportedCatalog { catalog: catalog_json(&record), previous_catalog_id: previous };
     Ok((StatusCode::CREATED, Json(body)))
 }
 
@@ -116,7 +158,7 @@ async fn current(s: &AppState) -> ApiResult<CatalogRecord> {
 }
 
 /// `GET /api/common-controls/catalog`: the catalog in force.
-pub async fn catalog(State(s): State<AppState>, _caller: Caller) -> ApiResult<Json<Value>> {
+pub async fn catalog(State(s): State<AppState>, _caller: Caller) -> ApiResult<Json<CatalogView>> {
     Ok(Json(catalog_json(&current(&s).await?)))
 }
 
@@ -124,60 +166,141 @@ fn scf_id(raw: &str) -> ApiResult<String> {
     normalize::scf_id(raw).ok_or_else(|| ApiError::not_found("control"))
 }
 
-fn state_json(st: Option<&ControlStateDoc>) -> Value {
-    let Some(st) = st else {
-        return json!({
-            "state": "not_assessed", "derived_state": "not_assessed", "reason": "no sync has assessed this control yet",
-            "override": null, "tally": { "failing": 0, "passing": 0, "undecided": 0, "unverified": 0 },
-            "evidence_count": 0, "evidence": [], "paths": {}, "score_weight": 0.0, "synced_at": null, "sync_job_id": null,
-        });
-    };
-    json!({
-        "state": st.state(),
-        "derived_state": st.derived_state,
-        "reason": st.reason,
-        "override": st.manual.as_ref().map(|o| json!({
-            "state": o.state, "justification": o.justification, "by": o.by, "at": o.at.to_rfc3339(),
-        })),
-        "tally": st.tally,
-        "evidence_count": st.evidence_count,
-        "evidence": st.evidence,
-        "paths": st.paths,
-        "score_weight": st.state().weight(st.evidence_count > 0),
-        "synced_at": rfc3339_opt(st.synced_at),
-        "sync_job_id": st.sync_job_id,
-    })
+/// The team's state of a control, with its evidence.
+#[derive(Serialize, JsonSchema)]
+pub struct TeamControlState {
+    /// The state in force: the override's, or the derived one.
+    #[schemars(with = "String")]
+    state: ControlState,
+    #[schemars(with = "String")]
+    derived_state: ControlState,
+    reason: String,
+    #[serde(rename = "override")]
+    manual: Option<OverrideView>,
+    /// Findings counted as failing, passing, undecided and unverified.
+    #[schemars(with = "Object")]
+    tally: Value,
+    evidence_count: i64,
+    #[schemars(with = "Vec<Object>")]
+    evidence: Value,
+    /// How findings were mapped to the control (path → count).
+    paths: std::collections::BTreeMap<String, i64>,
+    score_weight: Option<f64>,
+    synced_at: Option<Time>,
+    sync_job_id: Option<SyncJobId>,
 }
 
-async fn control_view(s: &AppState, caller: &Caller, raw_id: &str) -> ApiResult<Value> {
+#[derive(Serialize, JsonSchema)]
+pub struct OverrideView {
+    #[schemars(with = "String")]
+    state: ControlState,
+    justification: String,
+    by: UserId,
+    at: Time,
+}
+
+/// A control of the catalog and the team's state of it.
+#[derive(Serialize, JsonSchema)]
+pub struct ControlView {
+    scf_id: String,
+    title: Option<String>,
+    description: String,
+    question: Option<String>,
+    domain: String,
+    weight: Option<i32>,
+    catalog_id: CatalogId,
+    frameworks: Vec<ControlFramework>,
+    keywords: Vec<String>,
+    team: TeamControlState,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct ControlFramework {
+    framework: String,
+    requirements: Vec<RequirementView>,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct RequirementView {
+    requirement: String,
+    relationship: Option<String>,
+}
+
+fn state_json(st: Option<&ControlStateDoc>) -> TeamControlState {
+    let Some(st) = st else {
+        return TeamControlState {
+            state: ControlState::NotAssessed,
+            derived_state: ControlState::NotAssessed,
+            reason: "no sync has assessed this control yet".into(),
+            manual: None,
+            tally: serde_json::json!({ "failing": 0, "passing": 0, "undecided": 0, "unverified": 0 }),
+            evidence_count: 0,
+            evidence: Value::Array(Vec::new()),
+            paths: Default::default(),
+            score_weight: Some(0.0),
+            synced_at: None,
+            sync_job_id: None,
+        };
+    };
+    TeamControlState {
+        state: st.state(),
+        derived_state: st.derived_state,
+        reason: st.reason.clone(),
+        manual: st.manual.as_ref().map(|o| OverrideView {
+            state: o.state,
+            justification: o.justification.clone(),
+            by: o.by.clone(),
+            at: rfc3339(o.at),
+        }),
+        tally: serde_json::to_value(st.tally).unwrap_or_default(),
+        evidence_count: st.evidence_count,
+        evidence: serde_json::to_value(&st.evidence).unwrap_or_default(),
+        paths: st.paths.clone(),
+        score_weight: st.state().weight(st.evidence_count > 0),
+        synced_at: rfc3339_opt(st.synced_at),
+        sync_job_id: st.sync_job_id.clone(),
+    }
+}
+
+async fn control_view(s: &AppState, caller: &Caller, raw_id: &str) -> ApiResult<ControlView> {
     let id = scf_id(raw_id)?;
     let catalog = current(s).await?;
     let control = store::control(&s.mongo, &catalog.id, &id).await?.ok_or_else(|| ApiError::not_found("control"))?;
     let state = store::team_state(&s.mongo, &caller.team, &id).await?;
-    let mut frameworks: std::collections::BTreeMap<&str, Vec<Value>> = std::collections::BTreeMap::new();
+    let mut frameworks: std::collections::BTreeMap<&str, Vec<RequirementView>> = std::collections::BTreeMap::new();
     for g in &control.crosswalk {
         let list = frameworks.entry(g.framework.as_str()).or_default();
         for (requirement, relationship) in g.rows() {
-            list.push(json!({ "requirement": requirement, "relationship": relationship }));
+            list.push(RequirementView {
+                requirement: requirement.to_string(),
+                relationship: relationship.map(str::to_string),
+            });
         }
     }
-    Ok(json!({
-        "scf_id": control.control.scf_id,
-        "title": control.control.title,
-        "description": control.control.description,
-        "question": control.control.question,
-        "domain": control.control.domain,
-        "weight": control.control.weight,
-        "catalog_id": catalog.id,
-        "frameworks": frameworks.into_iter().map(|(f, r)| json!({ "framework": f, "requirements": r })).collect::<Vec<_>>(),
-        "keywords": control.terms.iter().map(|t| t.stem.as_str()).collect::<Vec<_>>(),
-        "team": state_json(state.as_ref()),
-    }))
+    Ok(ControlView {
+        scf_id: control.control.scf_id.clone(),
+        title: control.control.title.clone(),
+        description: control.control.description.clone(),
+        question: control.control.question.clone(),
+        domain: control.control.domain.clone(),
+        weight: control.control.weight,
+        catalog_id: catalog.id.clone(),
+        frameworks: frameworks
+            .into_iter()
+            .map(|(f, r)| ControlFramework { framework: f.to_string(), requirements: r })
+            .collect(),
+        keywords: control.terms.iter().map(|t| t.stem.clone()).collect(),
+        team: state_json(state.as_ref()),
+    })
 }
 
 /// `GET /api/common-controls/control/{scf_id}`: the control, and the team's state of it with the
 /// evidence and how each finding was mapped.
-pub async fn control(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn control(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ControlView>> {
     Ok(Json(control_view(&s, &caller, &id).await?))
 }
 
@@ -195,7 +318,7 @@ pub async fn set_state(
     caller: Caller,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<OverrideBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ControlView>> {
     let state: ControlState = body.state.parse().map_err(|e: String| ApiError::invalid("state", e))?;
     let justification = body.justification.trim();
     if justification.is_empty() {
@@ -215,7 +338,11 @@ pub async fn set_state(
 }
 
 /// `DELETE /api/common-controls/control/{scf_id}/state` (admin): back to the derived state.
-pub async fn clear_state(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn clear_state(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ControlView>> {
     let scf = scf_id(&id)?;
     if !store::clear_override(&s.mongo, &caller.team, &scf).await? {
         return Err(ApiError::NotFound("the control has no override".into()));
@@ -223,23 +350,51 @@ pub async fn clear_state(State(s): State<AppState>, caller: Caller, Path(id): Pa
     Ok(Json(control_view(&s, &caller, &scf).await?))
 }
 
-fn job_json(j: &SyncJob) -> Value {
-    json!({
-        "job_id": j.id,
-        "status": j.status,
-        "trigger": j.trigger,
-        "requested_by": j.requested_by,
-        "catalog_id": j.catalog_id,
-        "created_at": j.created_at.to_rfc3339(),
-        "finished_at": rfc3339_opt(j.finished_at),
-        "result": j.result,
-        "error": j.error,
-    })
+/// A compliance sync of the team.
+#[derive(Serialize, JsonSchema)]
+pub struct SyncJobView {
+    job_id: SyncJobId,
+    #[schemars(with = "String")]
+    status: cspm_shared::compliance::sync::SyncStatus,
+    #[schemars(with = "String")]
+    trigger: SyncTrigger,
+    requested_by: Option<UserId>,
+    catalog_id: CatalogId,
+    created_at: Time,
+    finished_at: Option<Time>,
+    /// What the sync assessed (when it finished).
+    #[schemars(with = "Option<Object>")]
+    result: Option<cspm_shared::compliance::sync::SyncResult>,
+    error: Option<String>,
+}
+
+/// A sync started (202), or the one already running (200).
+#[derive(Serialize, JsonSchema)]
+pub struct SyncStarted {
+    job_id: SyncJobId,
+    /// Always `running`.
+    status: &'static str,
+    /// Whether it is the sync that was already running.
+    existing: bool,
+}
+
+fn job_json(j: &SyncJob) -> SyncJobView {
+    SyncJobView {
+        job_id: j.id.clone(),
+        status: j.status,
+        trigger: j.trigger,
+        requested_by: j.requested_by.clone(),
+        catalog_id: j.catalog_id.clone(),
+        created_at: rfc3339(j.created_at),
+        finished_at: rfc3339_opt(j.finished_at),
+        result: j.result.clone(),
+        error: j.error.clone(),
+    }
 }
 
 /// `POST /api/compliance-engine/sync`: starts the team's sync (202 with its job id) or, while one is
 /// running, answers 200 with that one's id.
-pub async fn start_sync(State(s): State<AppState>, caller: Caller) -> ApiResult<(StatusCode, Json<Value>)> {
+pub async fn start_sync(State(s): State<AppState>, caller: Caller) -> ApiResult<(StatusCode, Json<SyncStarted>)> {
     match sync::claim(&s.mongo, &caller.team, SyncTrigger::Manual, Some(&caller.user)).await {
         Ok(SyncStart::Claimed(c)) => {
             let id = c.job_id.clone();
@@ -247,10 +402,10 @@ pub async fn start_sync(State(s): State<AppState>, caller: Caller) -> ApiResult<
             tokio::spawn(async move {
                 let _ = sync::run(&mongo, c).await;
             });
-            Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": id, "status": "running", "existing": false }))))
+            Ok((StatusCode::ACCEPTED, Json(SyncStarted { job_id: id, status: "running", existing: false })))
         }
         Ok(SyncStart::Running(id)) => {
-            Ok((StatusCode::OK, Json(json!({ "job_id": id, "status": "running", "existing": true }))))
+            Ok((StatusCode::OK, Json(SyncStarted { job_id: id, status: "running", existing: true })))
         }
         Err(SyncError::NoCatalog) => Err(ApiError::Conflict(SyncError::NoCatalog.to_string())),
         Err(SyncError::Store(e)) => Err(e.into()),
@@ -258,7 +413,11 @@ pub async fn start_sync(State(s): State<AppState>, caller: Caller) -> ApiResult<
 }
 
 /// `GET /api/compliance-engine/sync/{job_id}`: one sync of the team.
-pub async fn sync_job(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn sync_job(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SyncJobView>> {
     let id: SyncJobId = path_id(&id, "sync job")?;
     let job = sync::get(&s.mongo, &caller.team, &id).await?.ok_or_else(|| ApiError::not_found("sync job"))?;
     Ok(Json(job_json(&job)))
@@ -266,7 +425,45 @@ pub async fn sync_job(State(s): State<AppState>, caller: Caller, Path(id): Path<
 
 /// `GET /api/compliance-engine/status`: the catalog, the running and the last sync, overrides, and the
 /// frameworks below their thresholds.
-pub async fn status(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+/// The team's compliance engine.
+#[derive(Serialize, JsonSchema)]
+pub struct EngineStatus {
+    catalog: Option<CatalogSummary>,
+    active_sync: Option<SyncJobView>,
+    last_sync: Option<SyncJobView>,
+    overridden_controls: usize,
+    default_threshold: f64,
+    assessed_frameworks: Vec<AssessedFramework>,
+    /// The frameworks below their thresholds.
+    breaches: Vec<Breach>,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct CatalogSummary {
+    catalog_id: CatalogId,
+    release: Option<String>,
+    controls: i64,
+    imported_at: Time,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct AssessedFramework {
+    framework: String,
+    score: Option<f64>,
+    threshold: f64,
+    meets_threshold: Option<bool>,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct Breach {
+    framework: String,
+    score: Option<f64>,
+    threshold: f64,
+    /// How far below the threshold, in points.
+    gap_points: Option<f64>,
+}
+
+pub async fn status(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<EngineStatus>> {
     let catalog = store::current_catalog(&s.mongo).await?;
     let (active, last) = sync::team_jobs(&s.mongo, &caller.team).await?;
     let states = store::team_states(&s.mongo, &caller.team).await?;
@@ -274,34 +471,44 @@ pub async fn status(State(s): State<AppState>, caller: Caller) -> ApiResult<Json
     let (assessed, breaches) = match &catalog {
         Some(c) => {
             let rows = store::scores(&s.mongo, &caller.team, c, None, s.config.compliance.default_threshold).await?;
-            let assessed: Vec<Value> = rows
+            let assessed: Vec<AssessedFramework> = rows
                 .iter()
                 .filter(|r| r.meets_threshold.is_some())
-                .map(|r| json!({ "framework": r.framework, "score": r.score.score, "threshold": r.threshold, "meets_threshold": r.meets_threshold }))
+                .map(|r| AssessedFramework {
+                    framework: r.framework.clone(),
+                    score: r.score.score,
+                    threshold: r.threshold,
+                    meets_threshold: r.meets_threshold,
+                })
                 .collect();
-            let breaches: Vec<Value> = rows
+            let breaches: Vec<Breach> = rows
                 .iter()
                 .filter(|r| r.meets_threshold == Some(false))
-                .map(|r| {
-                    json!({ "framework": r.framework, "score": r.score.score, "threshold": r.threshold,
-                    "gap_points": r.score.score.map(|sc| ((r.threshold - sc) * 100.0).round() / 100.0) })
+                .map(|r| Breach {
+                    framework: r.framework.clone(),
+                    score: r.score.score,
+                    threshold: r.threshold,
+                    gap_points: r.score.score.map(|sc| ((r.threshold - sc) * 100.0).round() / 100.0),
                 })
                 .collect();
             (assessed, breaches)
         }
         None => (Vec::new(), Vec::new()),
     };
-    Ok(Json(json!({
-        "catalog": catalog.as_ref().map(|c| json!({
-            "catalog_id": c.id, "release": c.release, "controls": c.controls, "imported_at": c.imported_at.to_rfc3339(),
-        })),
-        "active_sync": active.as_ref().map(job_json),
-        "last_sync": last.as_ref().map(job_json),
-        "overridden_controls": overridden,
-        "default_threshold": s.config.compliance.default_threshold,
-        "assessed_frameworks": assessed,
-        "breaches": breaches,
-    })))
+    Ok(Json(EngineStatus {
+        catalog: catalog.as_ref().map(|c| CatalogSummary {
+            catalog_id: c.id.clone(),
+            release: c.release.clone(),
+            controls: c.controls,
+            imported_at: rfc3339(c.imported_at),
+        }),
+        active_sync: active.as_ref().map(job_json),
+        last_sync: last.as_ref().map(job_json),
+        overridden_controls: overridden,
+        default_threshold: s.config.compliance.default_threshold,
+        assessed_frameworks: assessed,
+        breaches,
+    }))
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -318,7 +525,7 @@ pub async fn set_threshold(
     State(s): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<ThresholdBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ThresholdSet>> {
     if !(0.0..=100.0).contains(&body.threshold) || !body.threshold.is_finite() {
         return Err(ApiError::invalid("threshold", "must be a percentage between 0 and 100"));
     }
@@ -331,7 +538,24 @@ pub async fn set_threshold(
         }
     }
     store::set_threshold(&s.mongo, &caller.team, framework, body.threshold, &caller.user).await?;
-    Ok(Json(json!({ "framework": framework, "threshold": body.threshold })))
+    Ok(Json(ThresholdSet { framework: framework.map(str::to_string), threshold: body.threshold }))
+}
+
+/// A threshold set: a framework's, or (without `framework`) the team's default.
+#[derive(Serialize, JsonSchema)]
+pub struct ThresholdSet {
+    framework: Option<String>,
+    threshold: f64,
+}
+
+/// The team's score per framework of the catalog in force.
+#[derive(Serialize, JsonSchema)]
+pub struct Scores {
+    /// None until a catalog is imported.
+    catalog_id: Option<CatalogId>,
+    /// Per framework: `framework`, `key`, `threshold`, `meets_threshold` and the score's counts.
+    #[schemars(with = "Vec<Object>")]
+    frameworks: Vec<cspm_shared::compliance::store::FrameworkRow>,
 }
 
 #[derive(Deserialize, Default, JsonSchema)]
@@ -344,9 +568,9 @@ pub async fn scores(
     State(s): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<ScoresQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Scores>> {
     let Some(catalog) = store::current_catalog(&s.mongo).await? else {
-        return Ok(Json(json!({ "catalog_id": null, "frameworks": [] })));
+        return Ok(Json(Scores { catalog_id: None, frameworks: Vec::new() }));
     };
     let only = q.framework.as_deref().map(str::trim).filter(|f| !f.is_empty());
     let rows = store::scores(&s.mongo, &caller.team, &catalog, only, s.config.compliance.default_threshold).await?;
@@ -355,5 +579,5 @@ pub async fn scores(
     {
         return Err(ApiError::NotFound(format!("framework `{f}` is not in the catalog")));
     }
-    Ok(Json(json!({ "catalog_id": catalog.id, "frameworks": rows })))
+    Ok(Json(Scores { catalog_id: Some(catalog.id), frameworks: rows }))
 }

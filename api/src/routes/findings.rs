@@ -8,18 +8,21 @@ use cspm_shared::domain::finding::{FindingClass, FindingStatus, SUPPRESSION_WIND
 use cspm_shared::domain::provider::Provider;
 use cspm_shared::domain::scan::Tool;
 use cspm_shared::domain::severity::Severity;
-use cspm_shared::ids::{AccountId, RunId};
+use std::collections::BTreeMap;
+
+use cspm_shared::ids::{AccountId, RunId, UserId};
 use cspm_shared::store::findings::{self, ChangeError, FindingDoc};
 use cspm_shared::time::Timestamp;
 use futures::TryStreamExt;
 use schemars::JsonSchema;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery, page};
+use crate::openapi::Object;
 use crate::problem::{ApiError, ApiResult};
-use crate::routes::{bson_to_json, rfc3339, rfc3339_opt};
+use crate::routes::{Time, bson_to_json, rfc3339, rfc3339_opt};
 use crate::state::AppState;
 
 #[derive(Deserialize, Default, JsonSchema)]
@@ -172,58 +175,173 @@ fn risk_score(s: Severity) -> f64 {
 }
 
 /// A finding as the API shows it.
-pub fn finding_view(f: &FindingDoc) -> Value {
+#[derive(Serialize, JsonSchema)]
+pub struct FindingView {
+    id: String,
+    /// The same as `id` (the seed's name).
+    finding_id: String,
+    /// The same as `id`: the finding's identity across scans.
+    dedup_key: String,
+    tool: String,
+    /// `detection`, `vulnerability` or `compliance`.
+    #[schemars(with = "String")]
+    class: FindingClass,
+    rule_id: String,
+    /// The same as `rule_id` (the seed's name).
+    check_id: String,
+    title: String,
+    description: String,
+    severity: Severity,
+    /// 0–10, from the severity.
+    risk_score: f64,
+    #[schemars(with = "String")]
+    status: FindingStatus,
+    /// The scanner's verdict.
+    #[schemars(with = "String")]
+    result: cspm_shared::domain::finding::Verdict,
+    muted: bool,
+    resource: ResourceView,
+    service: Option<String>,
+    region: String,
+    account_id: Option<AccountId>,
+    provider: Option<Provider>,
+    provider_account_id: Option<String>,
+    target: Option<String>,
+    remediation: Option<String>,
+    references: Vec<String>,
+    cves: Vec<String>,
+    #[schemars(with = "Vec<Object>")]
+    vulnerabilities: Vec<cspm_shared::domain::finding::Vulnerability>,
+    /// The CISA KEV entry of one of its CVEs, if any.
+    #[schemars(with = "Option<Object>")]
+    kev: Option<cspm_shared::kev::KevMark>,
+    /// Framework → requirements.
+    compliance: BTreeMap<String, Vec<String>>,
+    #[schemars(with = "Option<Object>")]
+    location: Option<cspm_shared::domain::finding::CodeLocation>,
+    #[schemars(with = "Option<Object>")]
+    endpoint: Option<cspm_shared::domain::finding::Endpoint>,
+    /// The tool's own detail.
+    #[schemars(with = "Object")]
+    details: Value,
+    first_seen: Time,
+    last_seen: Time,
+    status_changed_at: Option<Time>,
+    first_run_id: RunId,
+    last_run_id: RunId,
+    /// The same as `last_run_id` (the seed's name).
+    scan_run_id: RunId,
+    reopen_count: i64,
+    resolution: Option<ResolutionView>,
+    suppression: Option<SuppressionView>,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct ResourceView {
+    uid: String,
+    #[serde(rename = "type")]
+    kind: String,
+    name: Option<String>,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct ResolutionView {
+    kind: String,
+    reason: String,
+    run_id: Option<RunId>,
+    by: Option<UserId>,
+    note: Option<String>,
+    at: Time,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct SuppressionView {
+    reason: String,
+    /// None: suppressed for good.
+    until: Option<Time>,
+    by: UserId,
+    at: Time,
+}
+
+/// A finding as the API shows it.
+pub fn finding_view(f: &FindingDoc) -> FindingView {
     let n = &f.finding;
-    let mut v = json!({
-        "id": f.id,
-        "finding_id": f.id,
-        "dedup_key": f.id,
-        "tool": f.tool,
-        "class": n.class,
-        "rule_id": n.rule_id,
-        "check_id": n.rule_id,
-        "title": n.title,
-        "description": n.description,
-        "severity": n.severity,
-        "risk_score": risk_score(n.severity),
-        "status": f.status,
-        "result": n.verdict,
-        "muted": n.muted,
-        "resource": { "uid": n.resource_uid, "type": n.resource_type, "name": n.resource_name },
-        "service": n.service,
-        "region": f.region,
-        "account_id": f.account_id,
-        "provider": f.provider,
-        "provider_account_id": f.provider_account_id,
-        "target": f.target,
-        "remediation": n.remediation,
-        "references": n.references,
-        "cves": n.cves(),
-        "vulnerabilities": n.vulnerabilities,
-        "kev": n.kev,
-        "compliance": n.compliance,
-        "location": n.location,
-        "endpoint": n.endpoint,
-        "details": bson_to_json(Bson::Document(n.details.clone())),
-        "first_seen": rfc3339(f.first_seen),
-        "last_seen": rfc3339(f.last_seen),
-        "status_changed_at": rfc3339_opt(f.status_changed_at),
-        "first_run_id": f.first_run_id,
-        "last_run_id": f.last_run_id,
-        "scan_run_id": f.last_run_id,
-        "reopen_count": f.reopen_count,
-    });
-    v["resolution"] = match &f.resolution {
-        Some(r) => json!({
-            "kind": r.kind, "reason": r.reason, "run_id": r.run_id, "by": r.by, "note": r.note, "at": rfc3339(r.at),
+    FindingView {
+        id: f.id.clone(),
+        finding_id: f.id.clone(),
+        dedup_key: f.id.clone(),
+        tool: f.tool.clone(),
+        class: n.class,
+        rule_id: n.rule_id.clone(),
+        check_id: n.rule_id.clone(),
+        title: n.title.clone(),
+        description: n.description.clone(),
+        severity: n.severity,
+        risk_score: risk_score(n.severity),
+        status: f.status,
+        result: n.verdict,
+        muted: n.muted,
+        resource: ResourceView {
+            uid: n.resource_uid.clone(),
+            kind: n.resource_type.clone(),
+            name: n.resource_name.clone(),
+        },
+        service: n.service.clone(),
+        region: f.region.clone(),
+        account_id: f.account_id.clone(),
+        provider: f.provider,
+        provider_account_id: f.provider_account_id.clone(),
+        target: f.target.clone(),
+        remediation: n.remediation.clone(),
+        references: n.references.clone(),
+        cves: n.cves(),
+        vulnerabilities: n.vulnerabilities.clone(),
+        kev: n.kev.clone(),
+        compliance: n.compliance.clone(),
+        location: n.location.clone(),
+        endpoint: n.endpoint.clone(),
+        details: bson_to_json(Bson::Document(n.details.clone())),
+        first_seen: rfc3339(f.first_seen),
+        last_seen: rfc3339(f.last_seen),
+        status_changed_at: rfc3339_opt(f.status_changed_at),
+        first_run_id: f.first_run_id.clone(),
+        last_run_id: f.last_run_id.clone(),
+        scan_run_id: f.last_run_id.clone(),
+        reopen_count: f.reopen_count,
+        resolution: f.resolution.as_ref().map(|r| ResolutionView {
+            kind: r.kind.clone(),
+            reason: r.reason.clone(),
+            run_id: r.run_id.clone(),
+            by: r.by.clone(),
+            note: r.note.clone(),
+            at: rfc3339(r.at),
         }),
-        None => Value::Null,
-    };
-    v["suppression"] = match &f.suppression {
-        Some(s) => json!({ "reason": s.reason, "until": rfc3339_opt(s.until), "by": s.by, "at": rfc3339(s.at) }),
-        None => Value::Null,
-    };
-    v
+        suppression: f.suppression.as_ref().map(|s| SuppressionView {
+            reason: s.reason.clone(),
+            until: rfc3339_opt(s.until),
+            by: s.by.clone(),
+            at: rfc3339(s.at),
+        }),
+    }
+}
+
+/// A page of findings.
+#[derive(Serialize, JsonSchema)]
+pub struct FindingList {
+    findings: Vec<FindingView>,
+    total: u64,
+    limit: i64,
+    skip: u64,
+}
+
+/// A finding with its OCSF event.
+#[derive(Serialize, JsonSchema)]
+pub struct FindingDetail {
+    #[serde(flatten)]
+    finding: FindingView,
+    /// The finding as an OCSF Detection Finding (or Vulnerability / Compliance Finding) event.
+    #[schemars(with = "Object")]
+    ocsf: Value,
 }
 
 fn read(d: Document) -> ApiResult<FindingDoc> {
@@ -234,7 +352,7 @@ pub async fn list(
     State(s): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<FindingsQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<FindingList>> {
     let (skip, limit) = page(q.skip, q.limit, 50, 500)?;
     let f = filter(&caller, &q)?;
     let order = sort(&q)?;
@@ -252,14 +370,12 @@ pub async fn list(
         .await
         .map_err(cspm_shared::error::StoreError::from)?;
     let items = docs.into_iter().map(|d| read(d).map(|f| finding_view(&f))).collect::<ApiResult<Vec<_>>>()?;
-    Ok(Json(json!({ "findings": items, "total": total, "limit": limit, "skip": skip })))
+    Ok(Json(FindingList { findings: items, total, limit, skip }))
 }
 
-pub async fn get(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<FindingDetail>> {
     let f = load(&s, &caller, &id).await?;
-    let mut v = finding_view(&f);
-    v["ocsf"] = f.to_ocsf();
-    Ok(Json(v))
+    Ok(Json(FindingDetail { finding: finding_view(&f), ocsf: f.to_ocsf() }))
 }
 
 async fn load(s: &AppState, caller: &Caller, id: &str) -> ApiResult<FindingDoc> {
@@ -269,12 +385,45 @@ async fn load(s: &AppState, caller: &Caller, id: &str) -> ApiResult<FindingDoc> 
     findings::get(&s.mongo, &caller.team, id).await?.ok_or_else(|| ApiError::not_found("finding"))
 }
 
+/// One check's findings.
+#[derive(Serialize, JsonSchema)]
+pub struct FindingGroup {
+    check_id: String,
+    rule_id: String,
+    title: String,
+    tool: String,
+    class: String,
+    /// The worst severity of the group.
+    severity: Severity,
+    risk_score: f64,
+    count: i64,
+    resources_count: usize,
+    #[schemars(with = "Vec<String>")]
+    regions: Vec<Value>,
+    /// Cloud account ids.
+    #[schemars(with = "Vec<String>")]
+    accounts: Vec<Value>,
+    last_seen: Option<Time>,
+}
+
+/// A page of groups, with the totals of every group.
+#[derive(Serialize, JsonSchema)]
+pub struct FindingGroups {
+    groups: Vec<FindingGroup>,
+    total_groups: usize,
+    total_findings: i64,
+    /// How much grouping shortens the list: 100 × (1 − groups / findings), to one decimal.
+    noise_reduction_percent: f64,
+    limit: i64,
+    skip: u64,
+}
+
 /// One row per check (rule): how many findings, how many active, the worst severity, where.
 pub async fn grouped(
     State(s): State<AppState>,
     caller: Caller,
     ApiQuery(mut q): ApiQuery<FindingsQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<FindingGroups>> {
     if q.status.is_none() {
         q.status = Some("fail".into());
     }
@@ -299,7 +448,7 @@ pub async fn grouped(
     let rows = aggregate(&s, pipeline).await?;
     let total_groups = rows.len();
     let instances: i64 = rows.iter().map(|r| number(r, "count")).sum();
-    let groups: Vec<Value> = rows
+    let groups: Vec<FindingGroup> = rows
         .into_iter()
         .skip(skip as usize)
         .take(limit as usize)
@@ -313,31 +462,32 @@ pub async fn grouped(
                 v.sort_by_key(|x| x.to_string());
                 v
             };
-            json!({
-                "check_id": r.get_str("_id").unwrap_or_default(),
-                "rule_id": r.get_str("_id").unwrap_or_default(),
-                "title": r.get_str("title").unwrap_or_default(),
-                "tool": r.get_str("tool").unwrap_or_default(),
-                "class": r.get_str("class").unwrap_or_default(),
-                "severity": severity,
-                "risk_score": risk_score(severity),
-                "count": number(&r, "count"),
-                "resources_count": r.get_array("resources").map(|a| a.len()).unwrap_or(0),
-                "regions": list("regions"),
-                "accounts": list("accounts"),
-                "last_seen": r.get_i64("last_seen").ok().map(|ms| rfc3339(Timestamp::from_millis(ms))),
-            })
+            let text = |k: &str| r.get_str(k).unwrap_or_default().to_string();
+            FindingGroup {
+                check_id: text("_id"),
+                rule_id: text("_id"),
+                title: text("title"),
+                tool: text("tool"),
+                class: text("class"),
+                severity,
+                risk_score: risk_score(severity),
+                count: number(&r, "count"),
+                resources_count: r.get_array("resources").map(|a| a.len()).unwrap_or(0),
+                regions: list("regions"),
+                accounts: list("accounts"),
+                last_seen: r.get_i64("last_seen").ok().map(|ms| rfc3339(Timestamp::from_millis(ms))),
+            }
         })
         .collect();
     let noise_reduction = if instances > 0 { 100.0 * (1.0 - total_groups as f64 / instances as f64) } else { 0.0 };
-    Ok(Json(json!({
-        "groups": groups,
-        "total_groups": total_groups,
-        "total_findings": instances,
-        "noise_reduction_percent": (noise_reduction * 10.0).round() / 10.0,
-        "limit": limit,
-        "skip": skip,
-    })))
+    Ok(Json(FindingGroups {
+        groups,
+        total_groups,
+        total_findings: instances,
+        noise_reduction_percent: (noise_reduction * 10.0).round() / 10.0,
+        limit,
+        skip,
+    }))
 }
 
 async fn aggregate(s: &AppState, pipeline: Vec<Document>) -> ApiResult<Vec<Document>> {
@@ -364,12 +514,25 @@ fn severity_of_id(id: i64) -> Severity {
     }
 }
 
+/// Counts by status, and the active (open or reopened) ones by severity, tool and class.
+#[derive(Serialize, JsonSchema)]
+pub struct FindingStats {
+    total: i64,
+    active: i64,
+    /// Every status, with 0 where there are none.
+    by_status: BTreeMap<String, i64>,
+    /// Every severity, with 0 where there are none.
+    active_by_severity: BTreeMap<String, i64>,
+    active_by_tool: BTreeMap<String, i64>,
+    active_by_class: BTreeMap<String, i64>,
+}
+
 /// Counts by status, and the active ones by severity, tool and class.
 pub async fn stats(
     State(s): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<FindingsQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<FindingStats>> {
     let mut f = filter(&caller, &q)?;
     f.remove("status");
     // One facet per dimension: grouping on a compound `_id` is not evaluated by every server the
@@ -388,16 +551,16 @@ pub async fn stats(
     let rows = aggregate(&s, pipeline).await?;
     let facets = rows.into_iter().next().unwrap_or_default();
     let tally = |facet: &str, seed: &[&str]| {
-        let mut m = serde_json::Map::new();
+        let mut m: BTreeMap<String, i64> = BTreeMap::new();
         for k in seed {
-            m.insert((*k).to_string(), json!(0));
+            m.insert((*k).to_string(), 0);
         }
         let mut sum = 0;
         for row in facets.get_array(facet).map(|a| a.as_slice()).unwrap_or_default() {
             let Some(d) = row.as_document() else { continue };
             let n = number(d, "n");
             sum += n;
-            m.insert(d.get_str("_id").unwrap_or_default().to_string(), json!(n));
+            m.insert(d.get_str("_id").unwrap_or_default().to_string(), n);
         }
         (m, sum)
     };
@@ -406,14 +569,14 @@ pub async fn stats(
     let (by_severity, active) = tally("severity", &["critical", "high", "medium", "low", "informational"]);
     let (by_tool, _) = tally("tool", &[]);
     let (by_class, _) = tally("class", &[]);
-    Ok(Json(json!({
-        "total": total,
-        "active": active,
-        "by_status": by_status,
-        "active_by_severity": by_severity,
-        "active_by_tool": by_tool,
-        "active_by_class": by_class,
-    })))
+    Ok(Json(FindingStats {
+        total,
+        active,
+        by_status,
+        active_by_severity: by_severity,
+        active_by_tool: by_tool,
+        active_by_class: by_class,
+    }))
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -453,7 +616,7 @@ fn note(field: &str, text: &str) -> ApiResult<String> {
     Ok(t.to_string())
 }
 
-fn changed(r: Result<FindingDoc, ChangeError>) -> ApiResult<Json<Value>> {
+fn changed(r: Result<FindingDoc, ChangeError>) -> ApiResult<Json<FindingView>> {
     match r {
         Ok(f) => Ok(Json(finding_view(&f))),
         Err(ChangeError::NotFound) => Err(ApiError::not_found("finding")),
@@ -466,7 +629,7 @@ pub async fn resolve(
     caller: Caller,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<ResolveBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<FindingView>> {
     let text = note("resolution_notes", &body.resolution_notes)?;
     load(&s, &caller, &id).await?;
     let r = findings::resolve_manually(&s.mongo, &caller.team, &id, &caller.user, &text).await?;
@@ -479,7 +642,7 @@ pub async fn suppress(
     caller: Caller,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<SuppressBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<FindingView>> {
     let reason = note("reason", &body.reason)?;
     let now = Timestamp::now();
     let until = match (body.duration_days, body.suppress_until.as_deref()) {
@@ -512,7 +675,11 @@ pub async fn suppress(
     changed(r)
 }
 
-pub async fn unsuppress(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn unsuppress(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<FindingView>> {
     load(&s, &caller, &id).await?;
     let r = findings::unsuppress(&s.mongo, &caller.team, &id).await?;
     changed(r)

@@ -22,7 +22,7 @@ use cspm_shared::domain::scope::Scope;
 use cspm_shared::time::Timestamp;
 
 use crate::access::{Access, Keys};
-use crate::openapi::{self, Describe, Media};
+use crate::openapi::{self, Describe, Media, Reply, Returns};
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -44,6 +44,8 @@ pub struct Endpoint {
     pub media: Media,
     /// The request side of the OpenAPI operation, from the handler's extractors.
     pub(crate) describe: fn(&mut schemars::SchemaGenerator) -> openapi::Request,
+    /// The schema of a success body, from the type the handler returns (`None`: not JSON, or none).
+    pub(crate) reply: fn(&mut schemars::SchemaGenerator) -> Option<schemars::Schema>,
     pub(crate) handler: MethodRouter<AppState>,
 }
 
@@ -57,7 +59,8 @@ impl Endpoint {
         h: H,
     ) -> Self
     where
-        H: Handler<T, AppState>,
+        H: Handler<T, AppState> + Returns<T>,
+        <H as Returns<T>>::Output: Reply,
         T: Describe + 'static,
     {
         let filter = axum::routing::MethodFilter::try_from(method.clone()).unwrap_or(axum::routing::MethodFilter::GET);
@@ -72,6 +75,7 @@ impl Endpoint {
             success: &[200],
             media: Media::Json,
             describe: T::describe,
+            reply: <<H as Returns<T>>::Output as Reply>::schema,
             handler: axum::routing::on(filter, h),
         }
     }
@@ -102,49 +106,64 @@ impl Endpoint {
     }
 }
 
-fn get<H: Handler<T, AppState>, T: Describe + 'static>(
+fn get<H: Handler<T, AppState> + Returns<T>, T: Describe + 'static>(
     p: &'static str,
     a: Access,
     act: &'static str,
     sum: &'static str,
     h: H,
-) -> Endpoint {
+) -> Endpoint
+where
+    <H as Returns<T>>::Output: Reply,
+{
     Endpoint::new(Method::GET, p, a, act, sum, h)
 }
-fn post<H: Handler<T, AppState>, T: Describe + 'static>(
+fn post<H: Handler<T, AppState> + Returns<T>, T: Describe + 'static>(
     p: &'static str,
     a: Access,
     act: &'static str,
     sum: &'static str,
     h: H,
-) -> Endpoint {
+) -> Endpoint
+where
+    <H as Returns<T>>::Output: Reply,
+{
     Endpoint::new(Method::POST, p, a, act, sum, h)
 }
-fn put<H: Handler<T, AppState>, T: Describe + 'static>(
+fn put<H: Handler<T, AppState> + Returns<T>, T: Describe + 'static>(
     p: &'static str,
     a: Access,
     act: &'static str,
     sum: &'static str,
     h: H,
-) -> Endpoint {
+) -> Endpoint
+where
+    <H as Returns<T>>::Output: Reply,
+{
     Endpoint::new(Method::PUT, p, a, act, sum, h)
 }
-fn patch<H: Handler<T, AppState>, T: Describe + 'static>(
+fn patch<H: Handler<T, AppState> + Returns<T>, T: Describe + 'static>(
     p: &'static str,
     a: Access,
     act: &'static str,
     sum: &'static str,
     h: H,
-) -> Endpoint {
+) -> Endpoint
+where
+    <H as Returns<T>>::Output: Reply,
+{
     Endpoint::new(Method::PATCH, p, a, act, sum, h)
 }
-fn delete<H: Handler<T, AppState>, T: Describe + 'static>(
+fn delete<H: Handler<T, AppState> + Returns<T>, T: Describe + 'static>(
     p: &'static str,
     a: Access,
     act: &'static str,
     sum: &'static str,
     h: H,
-) -> Endpoint {
+) -> Endpoint
+where
+    <H as Returns<T>>::Output: Reply,
+{
     Endpoint::new(Method::DELETE, p, a, act, sum, h)
 }
 
@@ -648,8 +667,14 @@ pub fn table(import_max_bytes: usize) -> Vec<Endpoint> {
     t
 }
 
-async fn health() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({ "status": "ok" }))
+#[derive(serde::Serialize, schemars::JsonSchema)]
+struct Health {
+    /// Always `ok`: the process answers.
+    status: &'static str,
+}
+
+async fn health() -> axum::Json<Health> {
+    axum::Json(Health { status: "ok" })
 }
 
 pub const IMPORT_SCF_PATH: &str = "/api/common-controls/import-scf";
@@ -691,10 +716,33 @@ pub fn bson_to_json(b: bson::Bson) -> serde_json::Value {
     }
 }
 
-pub fn rfc3339(t: Timestamp) -> String {
-    t.to_rfc3339()
+/// A time as the API shows it: RFC 3339, in UTC.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct Time(String);
+
+impl schemars::JsonSchema for Time {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Time".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "format": "date-time" })
+    }
 }
 
-pub fn rfc3339_opt(t: Option<Timestamp>) -> Option<String> {
+impl std::fmt::Display for Time {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+pub fn rfc3339(t: Timestamp) -> Time {
+    Time(t.to_rfc3339())
+}
+
+pub fn rfc3339_opt(t: Option<Timestamp>) -> Option<Time> {
     t.map(rfc3339)
 }

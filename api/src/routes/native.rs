@@ -17,8 +17,8 @@ use cspm_shared::store::runs::RunDoc;
 use cspm_shared::store::runs::RunKind;
 use cspm_shared::store::subjobs::NativeSpec;
 use schemars::JsonSchema;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery, page};
@@ -40,7 +40,7 @@ pub async fn network_discovery(
     State(s): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<NetworkDiscoveryBody>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<NativeStarted>)> {
     let scan_type: NetworkScanType = match body.scan_type {
         None => NetworkScanType::PortScan,
         Some(t) => t.parse().map_err(|e: String| ApiError::invalid("scan_type", e))?,
@@ -67,32 +67,39 @@ pub async fn network_discovery(
         .get_or_create(&vec![("kind".into(), "native".into()), ("outcome".into(), "created".into())])
         .inc();
     tracing::info!(run.id = %run.id, target = run.target.as_deref().unwrap_or(""), "network scan started");
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({
-            "scan_id": run.id,
-            "status": run.status,
-            "target": run.target,
-            "scan_type": run.scan_type,
-            "tool_type": "nmap",
-            "findings_count": 0,
-        })),
-    ))
+    let mut answer = started(&run, Tool::Nmap);
+    // The network scan's answer has never carried `success`.
+    answer.1.success = None;
+    Ok(answer)
 }
 
 /// The answer to a started native scan (the seed's shape).
-fn started(run: &cspm_shared::store::runs::RunDoc, tool: Tool) -> (StatusCode, Json<Value>) {
+#[derive(Serialize, JsonSchema)]
+pub struct NativeStarted {
+    /// Always true; absent from the network scan's answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    success: Option<bool>,
+    scan_id: RunId,
+    status: RunStatus,
+    target: Option<String>,
+    scan_type: String,
+    tool_type: &'static str,
+    /// Always 0: the scan has just been queued.
+    findings_count: i64,
+}
+
+fn started(run: &cspm_shared::store::runs::RunDoc, tool: Tool) -> (StatusCode, Json<NativeStarted>) {
     (
         StatusCode::ACCEPTED,
-        Json(json!({
-            "success": true,
-            "scan_id": run.id,
-            "status": run.status,
-            "target": run.target,
-            "scan_type": run.scan_type,
-            "tool_type": tool.as_str(),
-            "findings_count": 0,
-        })),
+        Json(NativeStarted {
+            success: Some(true),
+            scan_id: run.id.clone(),
+            status: run.status,
+            target: run.target.clone(),
+            scan_type: run.scan_type.clone(),
+            tool_type: tool.as_str(),
+            findings_count: 0,
+        }),
     )
 }
 
@@ -145,7 +152,7 @@ pub async fn web_vulnerability(
     State(s): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<WebScanBody>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<NativeStarted>)> {
     let plan = plan_web(&s, body).await?;
     let run = start(&s, &caller, plan.tool, plan.spec, &plan.scan_type).await?;
     Ok(started(&run, plan.tool))
@@ -241,7 +248,7 @@ pub async fn container_image(
     State(s): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<ImageScanBody>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<NativeStarted>)> {
     let plan = plan_image(body)?;
     let run = start(&s, &caller, plan.tool, plan.spec, &plan.scan_type).await?;
     Ok(started(&run, plan.tool))
@@ -272,7 +279,7 @@ pub async fn filesystem(
     State(s): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<PathScanBody>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<NativeStarted>)> {
     let plan = plan_path(&s, body)?;
     let run = start(&s, &caller, plan.tool, plan.spec, &plan.scan_type).await?;
     Ok(started(&run, plan.tool))
@@ -291,15 +298,48 @@ fn plan_path(s: &AppState, body: PathScanBody) -> ApiResult<NativePlan> {
     Ok(NativePlan { tool: Tool::Trivy, spec, scan_type: kind.as_str().to_string() })
 }
 
-pub async fn result(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+/// A native scan's unified record, with its findings.
+#[derive(Serialize, JsonSchema)]
+pub struct NativeResult {
+    /// The scan's findings in the seed's shape (empty until the scan has stored some).
+    #[schemars(with = "Vec<crate::openapi::Object>")]
+    findings: Value,
+    #[serde(flatten)]
+    record: ResultRecord,
+}
+
+/// A native scan's unified record as it is stored (dates as RFC 3339): `scan_id`, `kind`, `tool_type`,
+/// `tools`, `target`, `scan_type`, `status`, `trigger`, `findings_count`, `created_at`, `updated_at`, …
+#[derive(Serialize, JsonSchema)]
+pub struct ResultRecord {
+    #[serde(flatten)]
+    stored: Map<String, Value>,
+}
+
+pub async fn result(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<NativeResult>> {
     let not_found = || ApiError::NotFound(format!("Scan result not found: {id}"));
     let run: RunId = id.parse().map_err(|_| not_found())?;
     let found = results::get(&s.mongo, &caller.team, &run, RunKind::Native).await?.ok_or_else(not_found)?;
-    let mut v = result_view(found);
-    if v.get("findings").is_none() {
-        v["findings"] = json!([]);
-    }
-    Ok(Json(v))
+    let mut record = result_view(found);
+    let findings = record.stored.remove("findings").unwrap_or_else(|| Value::Array(Vec::new()));
+    Ok(Json(NativeResult { findings, record }))
+}
+
+/// A page of native scan records (without their findings).
+#[derive(Serialize, JsonSchema)]
+pub struct NativeResults {
+    /// Always true (the seed's shape).
+    success: bool,
+    /// How many records this page has.
+    count: usize,
+    total: u64,
+    results: Vec<ResultRecord>,
+    limit: i64,
+    skip: u64,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -314,7 +354,7 @@ pub async fn results_list(
     State(s): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<ResultsQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<NativeResults>> {
     let (skip, limit) = page(q.skip, q.limit, 50, 200)?;
     let mut filter = doc! { "kind": "native" };
     if let Some(t) = q.tool_type {
@@ -328,15 +368,16 @@ pub async fn results_list(
         filter.insert("status", st.as_str());
     }
     let (rows, total) = results::list(&s.mongo, &caller.team, filter, skip, limit).await?;
-    let items: Vec<Value> = rows.into_iter().map(result_view).collect();
-    Ok(Json(
-        json!({ "success": true, "count": items.len(), "total": total, "results": items, "limit": limit, "skip": skip }),
-    ))
+    let results: Vec<ResultRecord> = rows.into_iter().map(result_view).collect();
+    Ok(Json(NativeResults { success: true, count: results.len(), total, results, limit, skip }))
 }
 
 /// A stored record as JSON: dates as RFC 3339, internal fields dropped.
-fn result_view(mut d: Document) -> Value {
+fn result_view(mut d: Document) -> ResultRecord {
     d.remove("_id");
     d.remove("team_id");
-    bson_to_json(Bson::Document(d))
+    match bson_to_json(Bson::Document(d)) {
+        Value::Object(stored) => ResultRecord { stored },
+        _ => ResultRecord { stored: Map::new() },
+    }
 }

@@ -9,20 +9,20 @@ use axum::http::StatusCode;
 use cspm_shared::domain::provider::validate_region;
 use cspm_shared::domain::scan::{ScanType, ToolId};
 use cspm_shared::domain::schedule::{OverlapPolicy, Trigger, default_skip_window};
-use cspm_shared::ids::{AccountId, ScheduleId};
+use cspm_shared::ids::{AccountId, RunId, ScheduleId};
 use cspm_shared::store::accounts;
 use cspm_shared::store::schedules::{
     self, FireDoc, ScheduleDoc, ScheduleFilter, ScheduleStatus, ScheduleTarget, new_schedule,
 };
 use cspm_shared::time::Timestamp;
 use schemars::JsonSchema;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery, page, path_id};
 use crate::problem::{ApiError, ApiResult};
-use crate::routes::{native, rfc3339, rfc3339_opt};
+use crate::routes::{Time, native, rfc3339, rfc3339_opt};
 use crate::state::AppState;
 
 /// When, as the API takes it: times are RFC 3339.
@@ -216,7 +216,7 @@ pub async fn create(
     State(s): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<CreateBody>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<ScheduleView>)> {
     let now = Timestamp::now();
     let name = name(&body.name)?;
     let description = description(body.description)?;
@@ -251,7 +251,7 @@ pub async fn list(
     State(s): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ScheduleList>> {
     let (skip, limit) = page(q.skip, q.limit, 50, 200)?;
     let mut filter = ScheduleFilter::default();
     if let Some(a) = q.account_id {
@@ -272,8 +272,8 @@ pub async fn list(
         });
     }
     let (rows, total) = schedules::list(&s.mongo, &caller.team, &filter, skip, limit).await?;
-    let items: Vec<Value> = rows.iter().map(view).collect();
-    Ok(Json(json!({ "schedules": items, "total": total, "limit": limit, "skip": skip })))
+    let schedules: Vec<ScheduleView> = rows.iter().map(view).collect();
+    Ok(Json(ScheduleList { schedules, total, limit, skip }))
 }
 
 async fn load(s: &AppState, caller: &Caller, id: &str) -> ApiResult<ScheduleDoc> {
@@ -281,7 +281,7 @@ async fn load(s: &AppState, caller: &Caller, id: &str) -> ApiResult<ScheduleDoc>
     schedules::get(&s.mongo, &caller.team, &id).await?.ok_or_else(|| ApiError::not_found("schedule"))
 }
 
-pub async fn get(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<ScheduleView>> {
     Ok(Json(view(&load(&s, &caller, &id).await?)))
 }
 
@@ -290,7 +290,7 @@ pub async fn update(
     caller: Caller,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UpdateBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ScheduleView>> {
     let mut doc = load(&s, &caller, &id).await?;
     let now = Timestamp::now();
     if let Some(n) = &body.name {
@@ -331,7 +331,7 @@ pub async fn pause(
     caller: Caller,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ScheduleView>> {
     let id: ScheduleId = path_id(&id, "schedule")?;
     // The body is optional: `{"reason": "..."}` or nothing.
     let body: Option<PauseBody> = if body.iter().all(u8::is_ascii_whitespace) {
@@ -353,7 +353,11 @@ pub async fn pause(
     Ok(Json(view(&doc)))
 }
 
-pub async fn resume(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn resume(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ScheduleView>> {
     let id: ScheduleId = path_id(&id, "schedule")?;
     match schedules::resume(&s.mongo, &caller.team, &id, Timestamp::now()).await? {
         None => return Err(ApiError::not_found("schedule")),
@@ -369,79 +373,169 @@ pub async fn history(
     caller: Caller,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<PageQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<FireList>> {
     let doc = load(&s, &caller, &id).await?;
     let (skip, limit) = page(q.skip, q.limit, 50, 200)?;
     let (fires, total) = schedules::history(&s.mongo, &caller.team, &doc.id, skip, limit).await?;
-    let items: Vec<Value> = fires.iter().map(fire_view).collect();
-    Ok(Json(json!({ "schedule_id": doc.id, "fires": items, "total": total, "limit": limit, "skip": skip })))
+    let fires: Vec<FireView> = fires.iter().map(fire_view).collect();
+    Ok(Json(FireList { schedule_id: doc.id, fires, total, limit, skip }))
 }
 
-fn trigger_view(t: &Trigger) -> Value {
+/// A page of schedules.
+#[derive(Serialize, JsonSchema)]
+pub struct ScheduleList {
+    schedules: Vec<ScheduleView>,
+    total: u64,
+    limit: i64,
+    skip: u64,
+}
+
+/// A page of a schedule's fires, newest first.
+#[derive(Serialize, JsonSchema)]
+pub struct FireList {
+    schedule_id: ScheduleId,
+    fires: Vec<FireView>,
+    total: u64,
+    limit: i64,
+    skip: u64,
+}
+
+/// When a schedule fires (times in UTC).
+#[derive(Serialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TriggerView {
+    Cron { expression: String, timezone: &'static str },
+    Interval { hours: u32, start_at: Time },
+    Once { at: Time },
+}
+
+/// What a schedule scans.
+#[derive(Serialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TargetView {
+    CloudAccount { account_id: AccountId, scan_type: &'static str, regions: Vec<String>, tools: Vec<String> },
+    Native { tool: &'static str, scan_type: String, target: String, ports: Option<String>, scanners: Vec<String> },
+}
+
+/// A schedule as the API shows it.
+#[derive(Serialize, JsonSchema)]
+pub struct ScheduleView {
+    id: ScheduleId,
+    name: String,
+    description: Option<String>,
+    target: TargetView,
+    trigger: TriggerView,
+    overlap: &'static str,
+    skip_if_scanned_within_hours: Option<i64>,
+    /// `active`, `paused`, `completed` or `expired`.
+    status: &'static str,
+    paused_reason: Option<String>,
+    paused_at: Option<Time>,
+    auto_paused: bool,
+    next_run_at: Option<Time>,
+    last_run_at: Option<Time>,
+    last_run_id: Option<RunId>,
+    last_outcome: Option<String>,
+    last_outcome_at: Option<Time>,
+    history: ScheduleHistory,
+    origin: String,
+    created_at: Time,
+    updated_at: Time,
+}
+
+/// How the schedule's fires went.
+#[derive(Serialize, JsonSchema)]
+pub struct ScheduleHistory {
+    started: i64,
+    skipped: i64,
+    missed: i64,
+    succeeded: i64,
+    failed: i64,
+    cancelled: i64,
+}
+
+/// One fire of a schedule.
+#[derive(Serialize, JsonSchema)]
+pub struct FireView {
+    id: String,
+    fire_at: Time,
+    status: &'static str,
+    reason: Option<String>,
+    run_id: Option<RunId>,
+    missed_before: i64,
+    attempts: i64,
+    created_at: Time,
+    ended_at: Option<Time>,
+}
+
+fn trigger_view(t: &Trigger) -> TriggerView {
     match t {
-        Trigger::Cron { expression } => json!({ "type": "cron", "expression": expression, "timezone": "UTC" }),
-        Trigger::Interval { hours, anchor } => {
-            json!({ "type": "interval", "hours": hours, "start_at": rfc3339(*anchor) })
-        }
-        Trigger::Once { at } => json!({ "type": "once", "at": rfc3339(*at) }),
+        Trigger::Cron { expression } => TriggerView::Cron { expression: expression.clone(), timezone: "UTC" },
+        Trigger::Interval { hours, anchor } => TriggerView::Interval { hours: *hours, start_at: rfc3339(*anchor) },
+        Trigger::Once { at } => TriggerView::Once { at: rfc3339(*at) },
     }
 }
 
-fn target_view(t: &ScheduleTarget) -> Value {
+fn target_view(t: &ScheduleTarget) -> TargetView {
     match t {
-        ScheduleTarget::CloudAccount { account_id, scan_type, regions, tools } => json!({
-            "kind": "cloud_account", "account_id": account_id, "scan_type": scan_type.as_str(),
-            "regions": regions, "tools": tools,
-        }),
-        ScheduleTarget::Native { tool, scan_type, spec } => json!({
-            "kind": "native", "tool": tool.as_str(), "scan_type": scan_type, "target": spec.target,
-            "ports": spec.ports.as_ref().map(|p| p.as_str()), "scanners": spec.scanners,
-        }),
-    }
-}
-
-pub fn view(d: &ScheduleDoc) -> Value {
-    json!({
-        "id": d.id,
-        "name": d.name,
-        "description": d.description,
-        "target": target_view(&d.target),
-        "trigger": trigger_view(&d.trigger),
-        "overlap": d.overlap.as_str(),
-        "skip_if_scanned_within_hours": d.skip_if_scanned_within_secs.map(|s| s / 3600),
-        "status": d.status.as_str(),
-        "paused_reason": d.paused_reason,
-        "paused_at": rfc3339_opt(d.paused_at),
-        "auto_paused": d.auto_paused,
-        "next_run_at": rfc3339_opt(d.next_fire_at),
-        "last_run_at": rfc3339_opt(d.last_fire_at),
-        "last_run_id": d.last_run_id,
-        "last_outcome": d.last_outcome,
-        "last_outcome_at": rfc3339_opt(d.last_outcome_at),
-        "history": {
-            "started": d.stats.started,
-            "skipped": d.stats.skipped,
-            "missed": d.stats.missed,
-            "succeeded": d.stats.succeeded,
-            "failed": d.stats.failed,
-            "cancelled": d.stats.cancelled,
+        ScheduleTarget::CloudAccount { account_id, scan_type, regions, tools } => TargetView::CloudAccount {
+            account_id: account_id.clone(),
+            scan_type: scan_type.as_str(),
+            regions: regions.clone(),
+            tools: tools.clone(),
         },
-        "origin": d.origin,
-        "created_at": rfc3339(d.created_at),
-        "updated_at": rfc3339(d.updated_at),
-    })
+        ScheduleTarget::Native { tool, scan_type, spec } => TargetView::Native {
+            tool: tool.as_str(),
+            scan_type: scan_type.clone(),
+            target: spec.target.clone(),
+            ports: spec.ports.as_ref().map(|p| p.as_str().to_string()),
+            scanners: spec.scanners.clone(),
+        },
+    }
 }
 
-fn fire_view(f: &FireDoc) -> Value {
-    json!({
-        "id": f.id,
-        "fire_at": rfc3339(f.fire_at),
-        "status": f.status.as_str(),
-        "reason": f.reason,
-        "run_id": f.run_id,
-        "missed_before": f.missed_before,
-        "attempts": f.attempts,
-        "created_at": rfc3339(f.created_at),
-        "ended_at": rfc3339_opt(f.run_finished_at),
-    })
+pub fn view(d: &ScheduleDoc) -> ScheduleView {
+    ScheduleView {
+        id: d.id.clone(),
+        name: d.name.clone(),
+        description: d.description.clone(),
+        target: target_view(&d.target),
+        trigger: trigger_view(&d.trigger),
+        overlap: d.overlap.as_str(),
+        skip_if_scanned_within_hours: d.skip_if_scanned_within_secs.map(|s| s / 3600),
+        status: d.status.as_str(),
+        paused_reason: d.paused_reason.clone(),
+        paused_at: rfc3339_opt(d.paused_at),
+        auto_paused: d.auto_paused,
+        next_run_at: rfc3339_opt(d.next_fire_at),
+        last_run_at: rfc3339_opt(d.last_fire_at),
+        last_run_id: d.last_run_id.clone(),
+        last_outcome: d.last_outcome.clone(),
+        last_outcome_at: rfc3339_opt(d.last_outcome_at),
+        history: ScheduleHistory {
+            started: d.stats.started,
+            skipped: d.stats.skipped,
+            missed: d.stats.missed,
+            succeeded: d.stats.succeeded,
+            failed: d.stats.failed,
+            cancelled: d.stats.cancelled,
+        },
+        origin: d.origin.clone(),
+        created_at: rfc3339(d.created_at),
+        updated_at: rfc3339(d.updated_at),
+    }
+}
+
+fn fire_view(f: &FireDoc) -> FireView {
+    FireView {
+        id: f.id.clone(),
+        fire_at: rfc3339(f.fire_at),
+        status: f.status.as_str(),
+        reason: f.reason.clone(),
+        run_id: f.run_id.clone(),
+        missed_before: f.missed_before,
+        attempts: f.attempts,
+        created_at: rfc3339(f.created_at),
+        ended_at: rfc3339_opt(f.run_finished_at),
+    }
 }

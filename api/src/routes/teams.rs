@@ -13,27 +13,76 @@ use cspm_shared::store::sessions;
 use cspm_shared::store::users::{self, TeamDoc, UserDoc};
 use schemars::JsonSchema;
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use crate::auth::Caller;
 use crate::extract::{ApiJson, path_id};
 use crate::problem::{ApiError, ApiResult};
 use crate::state::AppState;
 
-fn team_view(t: &TeamDoc, role: Option<Role>, active: bool) -> Value {
-    json!({ "id": t.id, "name": t.name, "created_at": super::rfc3339(t.created_at), "role": role, "active": active })
+/// A team, with the caller's role in it.
+#[derive(Serialize, JsonSchema)]
+pub struct TeamView {
+    id: TeamId,
+    name: String,
+    created_at: super::Time,
+    role: Option<Role>,
+    /// Whether it is the session's active team.
+    active: bool,
 }
 
-fn member_view(u: &UserDoc, team: &TeamId) -> Value {
-    json!({
-        "user_id": u.id,
-        "email": u.email,
-        "name": u.name,
-        "role": u.role_in(team),
-        "status": u.status,
-        "last_login_at": super::rfc3339_opt(u.last_login_at),
-    })
+#[derive(Serialize, JsonSchema)]
+pub struct TeamList {
+    teams: Vec<TeamView>,
+    total: usize,
+}
+
+/// A member of a team.
+#[derive(Serialize, JsonSchema)]
+pub struct MemberView {
+    user_id: UserId,
+    email: String,
+    name: String,
+    role: Option<Role>,
+    status: String,
+    last_login_at: Option<super::Time>,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct MemberList {
+    members: Vec<MemberView>,
+    total: usize,
+}
+
+/// A member removed from the team, and how many of their sessions in it ended.
+#[derive(Serialize, JsonSchema)]
+pub struct MemberRemoved {
+    user_id: UserId,
+    /// Always `removed`.
+    status: &'static str,
+    sessions_ended: u64,
+}
+
+/// How many sessions of a member ended.
+#[derive(Serialize, JsonSchema)]
+pub struct SessionsRevoked {
+    user_id: UserId,
+    sessions_ended: u64,
+}
+
+fn team_view(t: &TeamDoc, role: Option<Role>, active: bool) -> TeamView {
+    TeamView { id: t.id.clone(), name: t.name.clone(), created_at: super::rfc3339(t.created_at), role, active }
+}
+
+fn member_view(u: &UserDoc, team: &TeamId) -> MemberView {
+    MemberView {
+        user_id: u.id.clone(),
+        email: u.email.clone(),
+        name: u.name.clone(),
+        role: u.role_in(team),
+        status: u.status.clone(),
+        last_login_at: super::rfc3339_opt(u.last_login_at),
+    }
 }
 
 async fn me(s: &AppState, caller: &Caller) -> ApiResult<UserDoc> {
@@ -56,12 +105,12 @@ fn active_team(caller: &Caller, raw: &str) -> ApiResult<TeamId> {
     Ok(id)
 }
 
-pub async fn list(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+pub async fn list(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<TeamList>> {
     let user = me(&s, &caller).await?;
     let ids: Vec<TeamId> = user.memberships.iter().map(|m| m.team_id.clone()).collect();
     let teams = users::teams(&s.mongo, &ids).await?;
-    let items: Vec<Value> = teams.iter().map(|t| team_view(t, user.role_in(&t.id), t.id == caller.team)).collect();
-    Ok(Json(json!({ "teams": items, "total": items.len() })))
+    let teams: Vec<TeamView> = teams.iter().map(|t| team_view(t, user.role_in(&t.id), t.id == caller.team)).collect();
+    Ok(Json(TeamList { total: teams.len(), teams }))
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -73,7 +122,7 @@ pub async fn create(
     State(s): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<CreateTeam>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<TeamView>)> {
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(ApiError::invalid("name", "must be 1 to 100 characters"));
@@ -87,12 +136,12 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(team_view(&team, Some(Role::Admin), false))))
 }
 
-pub async fn current(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+pub async fn current(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<TeamView>> {
     let team = users::get_team(&s.mongo, &caller.team).await?.ok_or_else(|| ApiError::not_found("team"))?;
     Ok(Json(team_view(&team, Some(caller.role), true)))
 }
 
-pub async fn get(State(s): State<AppState>, caller: Caller, Path(team_id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get(State(s): State<AppState>, caller: Caller, Path(team_id): Path<String>) -> ApiResult<Json<TeamView>> {
     let user = me(&s, &caller).await?;
     let (id, role) = member_team(&user, &team_id)?;
     let team = users::get_team(&s.mongo, &id).await?.ok_or_else(|| ApiError::not_found("team"))?;
@@ -100,7 +149,11 @@ pub async fn get(State(s): State<AppState>, caller: Caller, Path(team_id): Path<
 }
 
 /// Makes a team the session's active team (and the user's default at the next sign-in).
-pub async fn switch(State(s): State<AppState>, caller: Caller, Path(team_id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn switch(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(team_id): Path<String>,
+) -> ApiResult<Json<TeamView>> {
     let user = me(&s, &caller).await?;
     let (id, role) = member_team(&user, &team_id)?;
     let sid = caller.session().ok_or_else(|| ApiError::Forbidden("switching team needs a signed-in session".into()))?;
@@ -110,11 +163,15 @@ pub async fn switch(State(s): State<AppState>, caller: Caller, Path(team_id): Pa
     Ok(Json(team_view(&team, Some(role), true)))
 }
 
-pub async fn members(State(s): State<AppState>, caller: Caller, Path(team_id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn members(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(team_id): Path<String>,
+) -> ApiResult<Json<MemberList>> {
     let team = active_team(&caller, &team_id)?;
     let list = users::members(&s.mongo, &team).await?;
-    let items: Vec<Value> = list.iter().map(|u| member_view(u, &team)).collect();
-    Ok(Json(json!({ "members": items, "total": items.len() })))
+    let members: Vec<MemberView> = list.iter().map(|u| member_view(u, &team)).collect();
+    Ok(Json(MemberList { total: members.len(), members }))
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -144,7 +201,7 @@ pub async fn add_member(
     caller: Caller,
     Path(team_id): Path<String>,
     ApiJson(body): ApiJson<AddMember>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<MemberView>)> {
     let team = active_team(&caller, &team_id)?;
     let role = parse_role(&body.role)?;
     guard_admin(&caller, role == Role::Admin)?;
@@ -216,7 +273,7 @@ pub async fn update_member(
     caller: Caller,
     Path((team_id, user_id)): Path<(String, String)>,
     ApiJson(body): ApiJson<UpdateMember>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<MemberView>> {
     let role = parse_role(&body.role)?;
     let (team, user, current) = target_member(&s, &caller, &team_id, &user_id).await?;
     guard_admin(&caller, role == Role::Admin || current == Role::Admin)?;
@@ -234,7 +291,7 @@ pub async fn remove_member(
     State(s): State<AppState>,
     caller: Caller,
     Path((team_id, user_id)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<MemberRemoved>> {
     let (team, user, current) = target_member(&s, &caller, &team_id, &user_id).await?;
     guard_admin(&caller, current == Role::Admin)?;
     keep_an_admin(&s, &team, current).await?;
@@ -242,16 +299,16 @@ pub async fn remove_member(
         return Err(ApiError::not_found("member"));
     }
     let ended = sessions::end_in_team(&s.mongo, &user.id, &team).await?;
-    Ok(Json(json!({ "user_id": user.id, "status": "removed", "sessions_ended": ended })))
+    Ok(Json(MemberRemoved { user_id: user.id, status: "removed", sessions_ended: ended }))
 }
 
 pub async fn revoke_sessions(
     State(s): State<AppState>,
     caller: Caller,
     Path((team_id, user_id)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SessionsRevoked>> {
     let (_, user, current) = target_member(&s, &caller, &team_id, &user_id).await?;
     guard_admin(&caller, current == Role::Admin)?;
     let ended = sessions::end_all(&s.mongo, &user.id, None).await?;
-    Ok(Json(json!({ "user_id": user.id, "sessions_ended": ended })))
+    Ok(Json(SessionsRevoked { user_id: user.id, sessions_ended: ended }))
 }

@@ -13,14 +13,16 @@ use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use cspm_shared::kev::store::{CheckRecord, EnrichStats};
 use cspm_shared::kev::{self, CatalogError, KevError, KevSettings, KevState, RefreshOutcome, Source};
-use serde_json::{Value, json};
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::auth::Caller;
 use crate::problem::{ApiError, ApiResult};
-use crate::routes::{rfc3339, rfc3339_opt};
+use crate::routes::{Time, rfc3339, rfc3339_opt};
 use crate::state::AppState;
 
-pub async fn kev_status(State(s): State<AppState>, _caller: Caller) -> ApiResult<Json<Value>> {
+pub async fn kev_status(State(s): State<AppState>, _caller: Caller) -> ApiResult<Json<KevStatus>> {
     let state = kev::status(&s.mongo).await?;
     Ok(Json(status_view(&state, &s.config.kev)))
 }
@@ -30,7 +32,7 @@ pub async fn kev_import(
     _caller: Caller,
     headers: HeaderMap,
     body: Body,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<KevImported>> {
     let json_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -66,7 +68,7 @@ pub async fn kev_import(
         RefreshOutcome::NotModified => "not_modified",
         RefreshOutcome::NotDue | RefreshOutcome::Disabled => "unchanged",
     };
-    Ok(Json(json!({ "outcome": word, "status": status_view(&state, settings) })))
+    Ok(Json(KevImported { outcome: word, status: status_view(&state, settings) }))
 }
 
 /// `Some(url)` when the body is `{ "url": … }`; `None` when it should be a catalog (including bodies
@@ -115,56 +117,121 @@ fn shown_url(url: &str) -> String {
     }
 }
 
-fn source_view(s: &Source) -> Value {
-    json!({ "kind": s.kind, "url": s.url.as_deref().map(shown_url) })
+/// An import's outcome (`imported`, `unchanged`, `not_modified`) and the catalog's status after it.
+#[derive(Serialize, JsonSchema)]
+pub struct KevImported {
+    outcome: &'static str,
+    status: KevStatus,
 }
 
-fn stats_view(s: &Option<EnrichStats>) -> Value {
-    match s {
-        Some(s) => json!({
-            "cves_changed": s.cves_changed,
-            "findings_updated": s.findings_updated,
-            "occurrences_updated": s.occurrences_updated,
-            "duration_ms": s.duration_ms,
-        }),
-        None => Value::Null,
+/// The KEV catalog in force, its enrichment of findings, and its refresh.
+#[derive(Serialize, JsonSchema)]
+pub struct KevStatus {
+    catalog_id: Option<String>,
+    version: Option<String>,
+    date_released: Option<String>,
+    count: i64,
+    sha256: Option<String>,
+    source: Option<SourceView>,
+    imported_at: Option<Time>,
+    last_refresh_at: Option<Time>,
+    last_check: Option<CheckView>,
+    enrichment: Enrichment,
+    refresh: Refresh,
+}
+
+/// Where a catalog came from (a URL's query is not shown).
+#[derive(Serialize, JsonSchema)]
+pub struct SourceView {
+    kind: String,
+    url: Option<String>,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct CheckView {
+    at: Time,
+    outcome: String,
+    detail: Option<String>,
+    source: SourceView,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct Enrichment {
+    /// `none`, `pending`, `applied` or `settled`.
+    state: &'static str,
+    enriched_at: Option<Time>,
+    settled_at: Option<Time>,
+    first_pass: Option<PassStats>,
+    settle_pass: Option<PassStats>,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct PassStats {
+    cves_changed: i64,
+    findings_updated: i64,
+    occurrences_updated: i64,
+    duration_ms: i64,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct Refresh {
+    url: Option<String>,
+    every_hours: Option<u64>,
+    next_check_at: Option<Time>,
+}
+
+fn source_view(s: &Source) -> SourceView {
+    SourceView { kind: s.kind.clone(), url: s.url.as_deref().map(shown_url) }
+}
+
+fn stats_view(s: &Option<EnrichStats>) -> Option<PassStats> {
+    s.as_ref().map(|s| PassStats {
+        cves_changed: s.cves_changed,
+        findings_updated: s.findings_updated,
+        occurrences_updated: s.occurrences_updated,
+        duration_ms: s.duration_ms,
+    })
+}
+
+fn check_view(c: &CheckRecord) -> CheckView {
+    CheckView {
+        at: rfc3339(c.at),
+        outcome: c.outcome.clone(),
+        detail: c.detail.clone(),
+        source: source_view(&c.source),
     }
 }
 
-fn check_view(c: &CheckRecord) -> Value {
-    json!({ "at": rfc3339(c.at), "outcome": c.outcome, "detail": c.detail, "source": source_view(&c.source) })
-}
-
-fn status_view(st: &KevState, settings: &KevSettings) -> Value {
+fn status_view(st: &KevState, settings: &KevSettings) -> KevStatus {
     let enrichment = match (&st.catalog_id, st.enriched_at, st.settled_at) {
         (None, _, _) => "none",
         (Some(_), None, _) => "pending",
         (Some(_), Some(_), None) => "applied",
         (Some(_), Some(_), Some(_)) => "settled",
     };
-    json!({
-        "catalog_id": st.catalog_id,
-        "version": st.catalog_version,
-        "date_released": st.date_released,
-        "count": st.count,
-        "sha256": st.sha256,
-        "source": st.source.as_ref().map(source_view),
-        "imported_at": rfc3339_opt(st.imported_at),
-        "last_refresh_at": rfc3339_opt(st.last_checked_at),
-        "last_check": st.last_check.as_ref().map(check_view),
-        "enrichment": {
-            "state": enrichment,
-            "enriched_at": rfc3339_opt(st.enriched_at),
-            "settled_at": rfc3339_opt(st.settled_at),
-            "first_pass": stats_view(&st.enrichment),
-            "settle_pass": stats_view(&st.settle),
+    KevStatus {
+        catalog_id: st.catalog_id.clone(),
+        version: st.catalog_version.clone(),
+        date_released: st.date_released.clone(),
+        count: st.count,
+        sha256: st.sha256.clone(),
+        source: st.source.as_ref().map(source_view),
+        imported_at: rfc3339_opt(st.imported_at),
+        last_refresh_at: rfc3339_opt(st.last_checked_at),
+        last_check: st.last_check.as_ref().map(check_view),
+        enrichment: Enrichment {
+            state: enrichment,
+            enriched_at: rfc3339_opt(st.enriched_at),
+            settled_at: rfc3339_opt(st.settled_at),
+            first_pass: stats_view(&st.enrichment),
+            settle_pass: stats_view(&st.settle),
         },
-        "refresh": {
-            "url": settings.source_url.as_deref().map(shown_url),
-            "every_hours": settings.refresh_every.map(|d| d.as_secs() / 3600),
-            "next_check_at": rfc3339_opt(st.fetch.as_ref().and_then(|f| f.next_check_at)),
+        refresh: Refresh {
+            url: settings.source_url.as_deref().map(shown_url),
+            every_hours: settings.refresh_every.map(|d| d.as_secs() / 3600),
+            next_check_at: rfc3339_opt(st.fetch.as_ref().and_then(|f| f.next_check_at)),
         },
-    })
+    }
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@ use axum::extract::{Path, State};
 use bson::{Bson, Document, doc};
 use cspm_shared::store::occurrences::{self, OccurrenceStatus};
 use schemars::JsonSchema;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery, page};
@@ -30,21 +30,49 @@ pub struct OccurrencesQuery {
     skip: Option<u64>,
 }
 
-fn view(mut d: Document) -> Value {
+/// An occurrence as it is stored (the scan that saw it last writes it), with its id and KEV flag.
+#[derive(Serialize, JsonSchema)]
+pub struct OccurrenceView {
+    /// `occur_` and 32 hexadecimal digits.
+    id: String,
+    /// Whether the CVE is in the CISA KEV catalog.
+    cisa_kev: bool,
+    /// The stored fields: `vulnerability_id`, `asset_id`, `component`, `status`, `base_cvss`,
+    /// `priority_rank`, `source`, `first_seen`, `last_seen` (RFC 3339) and the rest.
+    #[serde(flatten)]
+    stored: Map<String, Value>,
+}
+
+fn view(mut d: Document) -> OccurrenceView {
     d.remove("team_id");
     let id = d.remove("_id").unwrap_or(Bson::Null);
     let kev = cspm_shared::store::flag(&d, "cisa_kev");
-    let mut v = bson_to_json(Bson::Document(d));
-    v["id"] = bson_to_json(id);
-    v["cisa_kev"] = Value::Bool(kev);
-    v
+    d.remove("cisa_kev");
+    let stored = match bson_to_json(Bson::Document(d)) {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    let id = match id {
+        Bson::String(s) => s,
+        other => other.to_string(),
+    };
+    OccurrenceView { id, cisa_kev: kev, stored }
+}
+
+/// A page of occurrences, riskiest first.
+#[derive(Serialize, JsonSchema)]
+pub struct OccurrenceList {
+    occurrences: Vec<OccurrenceView>,
+    total: u64,
+    limit: i64,
+    skip: u64,
 }
 
 pub async fn list(
     State(s): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<OccurrencesQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<OccurrenceList>> {
     let (skip, limit) = page(q.skip, q.limit, 50, 100)?;
     let mut f = Document::new();
     if let Some(st) = &q.status {
@@ -78,8 +106,8 @@ pub async fn list(
         f.insert("source", src.as_str());
     }
     let (rows, total) = occurrences::list(&s.mongo, &caller.team, f, skip, limit).await?;
-    let items: Vec<Value> = rows.into_iter().map(view).collect();
-    Ok(Json(json!({ "occurrences": items, "total": total, "limit": limit, "skip": skip })))
+    let occurrences: Vec<OccurrenceView> = rows.into_iter().map(view).collect();
+    Ok(Json(OccurrenceList { occurrences, total, limit, skip }))
 }
 
 fn check_id(id: &str) -> ApiResult<()> {
@@ -87,7 +115,7 @@ fn check_id(id: &str) -> ApiResult<()> {
     if ok { Ok(()) } else { Err(ApiError::not_found("occurrence")) }
 }
 
-pub async fn get(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn get(State(s): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<OccurrenceView>> {
     check_id(&id)?;
     let d = occurrences::get(&s.mongo, &caller.team, &id).await?.ok_or_else(|| ApiError::not_found("occurrence"))?;
     Ok(Json(view(d)))
@@ -106,7 +134,7 @@ pub async fn set_status(
     caller: Caller,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<StatusBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<OccurrenceView>> {
     check_id(&id)?;
     let status: OccurrenceStatus = body.status.parse().map_err(|e: String| ApiError::invalid("status", e))?;
     if status == OccurrenceStatus::Reopened {

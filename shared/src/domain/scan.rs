@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// What a cloud scan was asked to be. All types run the complete check set; the type only sets the
 /// default region footprint and the label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ScanType {
     Quick,
@@ -41,7 +41,7 @@ impl FromStr for ScanType {
 }
 
 /// The state of a ScanRun. `queued → running → completed | partial | failed | cancelled`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Queued,
@@ -102,7 +102,7 @@ impl fmt::Display for RunStatus {
 ///   │  └──hand back────┘   (graceful shutdown, or lease expired with attempts left)
 ///   └──cancel──▶ cancelled
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SubJobStatus {
     Queued,
@@ -162,7 +162,7 @@ impl fmt::Display for SubJobStatus {
 }
 
 /// How many SubJobs of a run are in each state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SubJobCounts {
     pub queued: u64,
     pub running: u64,
@@ -223,7 +223,7 @@ pub fn roll_up(counts: &SubJobCounts, cancel_requested: bool) -> Option<RunStatu
 }
 
 /// The scanners the fleet knows. Which of them a given worker can run is decided at run time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Tool {
     /// Cloud posture (Prowler `json-ocsf`).

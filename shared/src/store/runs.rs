@@ -14,7 +14,7 @@ use crate::ids::{AccountId, RunId, ScheduleId, TeamId, UserId};
 use crate::store::subjobs::{self, number};
 use crate::store::{accounts, results};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RunKind {
     /// A cloud account scan (regions × tools).
@@ -24,7 +24,7 @@ pub enum RunKind {
 }
 
 /// Totals of a finished run.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RunSummary {
     pub total_findings: i64,
     pub new_findings: i64,

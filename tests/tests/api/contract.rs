@@ -1,11 +1,16 @@
 //! The contract: schemathesis (PyPI, installed by `scripts/lib.sh`) fuzzes the running API against its
 //! own OpenAPI document (`/api/openapi.json`) for a bounded number of examples per operation. No answer
 //! may be a 5xx, and every answer must match the document (status, content type, body schema).
+//!
+//! Before it runs, the test makes real objects through the API (cloud accounts, scans, a native scan,
+//! schedules, API keys, team members) and gives their ids to the operations that take them (fixed path
+//! parameters in a `schemathesis.toml`), so that those operations answer with the objects rather than
+//! 404 and their success bodies are checked too. A route that deletes gets an object of its own.
 
 use std::time::Duration;
 
-use cspm_tests::TestApi;
-use serde_json::Value;
+use cspm_tests::{TestApi, USER_PASSWORD};
+use serde_json::{Value, json};
 
 /// Examples per operation in the fuzzing phase: the whole run stays within a few minutes on two cores.
 const MAX_EXAMPLES: &str = "15";
@@ -23,10 +28,16 @@ async fn the_api_keeps_its_openapi_contract_under_fuzzing() {
 
     let dir = std::env::temp_dir().join("cspm-tests").join(&app.prefix).join("schemathesis");
     std::fs::create_dir_all(&dir).expect("report dir");
+    let seeded = seed(&app, &token).await;
+    let config = dir.join("schemathesis.toml");
+    std::fs::write(&config, seeded.config(&doc)).expect("schemathesis config written");
     let report = dir.join("report.json");
     let junit = dir.join("junit.xml");
+    let har = dir.join("exchanges.har");
     let mut cmd = tokio::process::Command::new("schemathesis");
-    cmd.arg("run")
+    cmd.arg("--config-file")
+        .arg(&config)
+        .arg("run")
         .arg(app.api.url("/api/openapi.json"))
         .args(["--checks", CHECKS])
         .args(["--max-examples", MAX_EXAMPLES])
@@ -42,11 +53,13 @@ async fn the_api_keeps_its_openapi_contract_under_fuzzing() {
         // run into 429s. So the fuzzer must not end its own session.
         .args(["--exclude-path", "/api/auth/logout"])
         .args(["--exclude-path-regex", "^/api/auth/sessions/"])
-        .args(["--report", "json,junit"])
+        .args(["--report", "json,junit,har"])
         .arg("--report-json-path")
         .arg(&report)
         .arg("--report-junit-path")
         .arg(&junit)
+        .arg("--report-har-path")
+        .arg(&har)
         .arg("--no-color")
         // Its example database goes with the report, not into the source tree.
         .current_dir(&dir)
@@ -76,4 +89,187 @@ async fn the_api_keeps_its_openapi_contract_under_fuzzing() {
     // All but the two excluded session-ending routes (schemathesis may merge a trailing-slash twin).
     assert!(tested as usize + 3 >= operations, "{tested} operations tested of {operations}");
     assert!(generated >= tested * 5, "only {generated} examples for {tested} operations");
+    let har = std::fs::read_to_string(&har).ok().and_then(|t| serde_json::from_str::<Value>(&t).ok());
+    let reached = succeeded_operations(&doc, &har.expect("schemathesis wrote its HAR file"));
+    println!("{} of {tested} operations answered a 2xx at least once", reached.len());
+    // Each seeded object's routes reach it: the operations below answer with the object, not 404.
+    for op in [
+        "GET /api/cloud-accounts/{id}",
+        "GET /api/cloud-scans/{run_id}/status",
+        "GET /api/cloud-scans/{run_id}/summary",
+        "GET /api/schedules/{id}",
+        "GET /api/api-keys/{key_id}",
+        "GET /api/teams/{team_id}",
+        "GET /api/native-scans/results/{scan_id}",
+    ] {
+        assert!(reached.contains(op), "{op} never answered a 2xx: {reached:?}");
+    }
+}
+
+/// The ids of the objects made for the fuzzer.
+struct Seeded {
+    /// `(method, path template, parameter, value)`; the parameter with its location (`path.id`,
+    /// `body.account_id`).
+    parameters: Vec<(&'static str, &'static str, &'static str, String)>,
+}
+
+impl Seeded {
+    /// A `schemathesis.toml` fixing each operation's path parameters to real objects. An operation is
+    /// named by its `operationId`: schemathesis combines `include-path` and `include-method` with "or",
+    /// and takes the parameters of the first entry that applies.
+    fn config(&self, doc: &Value) -> String {
+        // One entry per operation, with all its parameters.
+        let mut by_operation: std::collections::BTreeMap<(&str, &str), Vec<String>> = Default::default();
+        for (method, path, name, value) in &self.parameters {
+            by_operation.entry((method, path)).or_default().push(format!("\"{name}\" = \"{value}\""));
+        }
+        let mut out = String::from("# Written by the contract test: the objects it made for the fuzzer.\n");
+        for ((method, path), params) in by_operation {
+            let id = doc["paths"][path][method.to_ascii_lowercase()]["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{method} {path} is not in the document"));
+            out.push_str(&format!(
+                "\n# {method} {path}\n[[operations]]\ninclude-operation-id = \"{id}\"\nparameters = {{ {} }}\n",
+                params.join(", ")
+            ));
+        }
+        out
+    }
+}
+
+/// Makes the objects the fuzzer is pointed at, each through the API as a client would.
+async fn seed(app: &TestApi, token: &str) -> Seeded {
+    let api = &app.api;
+    let created = |what: &str, (status, body): (u16, Value), key: &str| -> String {
+        assert!((200..300).contains(&status), "seeding {what}: {status} {body}");
+        body[key].as_str().unwrap_or_else(|| panic!("seeding {what}: no `{key}` in {body}")).to_string()
+    };
+    let account = |n: u32| json!({ "provider": "aws", "account_id": format!("12345678901{n}"), "account_name": format!("contract {n}") });
+    let kept = created("an account", api.post(token, "/api/cloud-accounts", account(1)).await, "id");
+    let doomed = created("an account to delete", api.post(token, "/api/cloud-accounts", account(2)).await, "id");
+    let other =
+        created("an account to scan and cancel", api.post(token, "/api/cloud-accounts", account(3)).await, "id");
+    // Canary SubJobs: no scanner runs, and without a worker the runs stay queued.
+    let scan = |account: &str| json!({ "account_id": account, "regions": ["us-east-1"], "tools": ["canary:a"] });
+    let run = created("a scan", api.post(token, "/api/cloud-scans/initiate", scan(&kept)).await, "run_id");
+    let cancelled =
+        created("a scan to cancel", api.post(token, "/api/cloud-scans/initiate", scan(&other)).await, "run_id");
+    let native = created(
+        "a native scan",
+        api.post(token, "/api/native-scans/container-image", json!({ "image": "alpine:3.19" })).await,
+        "scan_id",
+    );
+    let schedule = |name: &str| {
+        json!({
+            "name": name,
+            "target": { "kind": "cloud_account", "account_id": kept, "tools": ["canary:a"] },
+            "trigger": { "type": "cron", "expression": "0 3 * * *" },
+        })
+    };
+    let sched = created("a schedule", api.post(token, "/api/schedules", schedule("contract")).await, "id");
+    let doomed_sched =
+        created("a schedule to delete", api.post(token, "/api/schedules", schedule("doomed")).await, "id");
+    let key = |name: &str| json!({ "name": name, "scope_preset": "read_only" });
+    let api_key = created("an API key", api.post(token, "/api/api-keys", key("contract")).await, "key_id");
+    let doomed_key = created("an API key to revoke", api.post(token, "/api/api-keys", key("doomed")).await, "key_id");
+    let team_key =
+        created("an API key to revoke as admin", api.post(token, "/api/api-keys", key("admin")).await, "key_id");
+    let team = app.admin_team().await.to_string();
+    let member = |n: u32| json!({ "email": format!("member{n}@contract.test"), "role": "viewer", "name": format!("Member {n}"), "password": USER_PASSWORD });
+    let members = format!("/api/teams/{team}/members");
+    let user = created("a member", api.post(token, &members, member(1)).await, "user_id");
+    let doomed_user = created("a member to remove", api.post(token, &members, member(2)).await, "user_id");
+    let me = created("the caller", api.get(token, "/api/auth/me").await, "id");
+
+    let mut p = Vec::new();
+    for m in ["GET", "PUT"] {
+        p.push((m, "/api/cloud-accounts/{id}", "path.id", kept.clone()));
+    }
+    p.push(("DELETE", "/api/cloud-accounts/{id}", "path.id", doomed));
+    p.push(("POST", "/api/cloud-accounts/{id}/scan", "path.id", kept.clone()));
+    for path in [
+        "/api/cloud-scans/{run_id}/status",
+        "/api/cloud-scans/{run_id}/summary",
+        "/api/cloud-scans/{run_id}/ocsf",
+        "/api/cloud-scans/{run_id}/artifacts",
+    ] {
+        p.push(("GET", path, "path.run_id", run.clone()));
+    }
+    p.push(("DELETE", "/api/cloud-scans/{run_id}", "path.run_id", cancelled));
+    // A scan request names an account in its body: the one scanning already (a 200 naming its run).
+    for path in ["/api/cloud-scans", "/api/cloud-scans/", "/api/cloud-scans/initiate"] {
+        p.push(("POST", path, "body.account_id", kept.clone()));
+    }
+    p.push(("GET", "/api/native-scans/results/{scan_id}", "path.scan_id", native));
+    for (m, path) in [
+        ("GET", "/api/schedules/{id}"),
+        ("PUT", "/api/schedules/{id}"),
+        ("POST", "/api/schedules/{id}/pause"),
+        ("POST", "/api/schedules/{id}/resume"),
+        ("GET", "/api/schedules/{id}/history"),
+    ] {
+        p.push((m, path, "path.id", sched.clone()));
+    }
+    p.push(("DELETE", "/api/schedules/{id}", "path.id", doomed_sched));
+    for (m, path) in [
+        ("GET", "/api/api-keys/{key_id}"),
+        ("PATCH", "/api/api-keys/{key_id}"),
+        ("POST", "/api/api-keys/{key_id}/rotate"),
+    ] {
+        p.push((m, path, "path.key_id", api_key.clone()));
+    }
+    p.push(("DELETE", "/api/api-keys/{key_id}", "path.key_id", doomed_key));
+    p.push(("DELETE", "/api/api-keys/admin/{key_id}", "path.key_id", team_key));
+    for (m, path) in [
+        ("GET", "/api/teams/{team_id}"),
+        ("POST", "/api/teams/{team_id}/switch"),
+        ("GET", "/api/teams/{team_id}/members"),
+        ("POST", "/api/teams/{team_id}/members"),
+        ("PUT", "/api/teams/{team_id}/members/{user_id}"),
+        ("DELETE", "/api/teams/{team_id}/members/{user_id}"),
+        ("POST", "/api/teams/{team_id}/members/{user_id}/revoke-sessions"),
+    ] {
+        p.push((m, path, "path.team_id", team.clone()));
+    }
+    p.push(("PUT", "/api/teams/{team_id}/members/{user_id}", "path.user_id", user.clone()));
+    p.push(("POST", "/api/teams/{team_id}/members/{user_id}/revoke-sessions", "path.user_id", user));
+    p.push(("DELETE", "/api/teams/{team_id}/members/{user_id}", "path.user_id", doomed_user));
+    p.push(("GET", "/api/audit-trail/user/{user_id}", "path.user_id", me));
+    Seeded { parameters: p }
+}
+
+/// The operations (`METHOD /template`) that answered a 2xx at least once in the recorded exchanges.
+fn succeeded_operations(doc: &Value, har: &Value) -> std::collections::BTreeSet<String> {
+    let templates: Vec<(&str, Vec<&str>)> = doc["paths"]
+        .as_object()
+        .map(|p| p.keys().map(|k| (k.as_str(), k.split('/').collect())).collect())
+        .unwrap_or_default();
+    let mut out = std::collections::BTreeSet::new();
+    for entry in har["log"]["entries"].as_array().into_iter().flatten() {
+        let status = entry["response"]["status"].as_u64().unwrap_or(0);
+        if !(200..300).contains(&status) {
+            continue;
+        }
+        let method = entry["request"]["method"].as_str().unwrap_or_default();
+        let url = entry["request"]["url"].as_str().unwrap_or_default();
+        let path = url.split("://").nth(1).and_then(|r| r.find('/').map(|i| &r[i..])).unwrap_or_default();
+        let path = path.split('?').next().unwrap_or_default();
+        let segments: Vec<&str> = path.split('/').collect();
+        // The template that matches with the most literal segments (`/api/api-keys/scopes` before
+        // `/api/api-keys/{key_id}`).
+        let best = templates
+            .iter()
+            .filter(|(_, t)| {
+                t.len() == segments.len()
+                    && t.iter().zip(&segments).all(|(a, b)| a == b || (a.starts_with('{') && !b.is_empty()))
+            })
+            .max_by_key(|(_, t)| t.iter().filter(|a| !a.starts_with('{')).count());
+        // Only documented operations count (the fuzzer also tries methods a path does not have).
+        if let Some((template, _)) = best
+            && doc["paths"][*template][method.to_ascii_lowercase()].is_object()
+        {
+            out.insert(format!("{method} {template}"));
+        }
+    }
+    out
 }

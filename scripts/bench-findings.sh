@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Benchmarks the findings path on this machine, from a release build:
-#  1. parse + normalise + fingerprint: `cspm-worker normalize --tool prowler` (the worker's own parser,
-#     identity and OCSF rendering, writing NDJSON to /dev/null) over the 200,000-finding file of the
-#     Celery baseline (generated deterministically by its gen_findings.py, checked against its sha256),
-#     pinned to one core; findings/s, MB/s and peak RSS, best and median of three runs;
+#  1. parse + normalise + fingerprint: `cspm-bench parse --tool prowler` (the worker's own parser and
+#     identity; with `--render`, also each finding's OCSF event, serialised as `cspm-worker normalize`
+#     does) over the 200,000-finding file of the Celery baseline (generated deterministically by its
+#     gen_findings.py, checked against its sha256), pinned to one core; findings/s, MB/s and peak RSS,
+#     best and median of three runs after a warm-up;
 #  2. persistence: `cspm-bench persist` (the worker's batched write path) against the Mongo-wire server
 #     (or MONGODB_URI): findings/s and database round trips per finding, and the server's CPU seconds.
 #
@@ -34,27 +35,23 @@ fi
 want=$(awk '{print $1}' "$BASELINE/findings_200k.json.sha256")
 got=$(sha256sum "$DATA" | awk '{print $1}')
 [ "$want" = "$got" ] || { echo "error: $DATA does not match the baseline's sha256" >&2; exit 1; }
-BYTES=$(stat -c %s "$DATA")
 
-log "parse + normalise + fingerprint, one core, three runs"
-results=()
-for i in 1 2 3; do
-  taskset -c 0 /usr/bin/time -f '%e %M' -o "$OUT/time.$i" "$BIN/cspm-worker" normalize --tool prowler "$DATA" \
-    > >(wc -l > "$OUT/lines.$i")
-  sleep 0.5
-  read -r secs rss < "$OUT/time.$i"
-  results+=("$secs $rss $(cat "$OUT/lines.$i")")
-done
-printf '%s\n' "${results[@]}" | python3 -c "
+# One warm-up run (page cache), then three measured runs of each phase, pinned to one core.
+parse_phase() { # extra cspm-bench parse arguments...
+  taskset -c 0 "$BIN/cspm-bench" parse --tool prowler "$@" "$DATA" >/dev/null
+  for _ in 1 2 3; do taskset -c 0 "$BIN/cspm-bench" parse --tool prowler "$@" "$DATA"; sleep 0.5; done | python3 -c "
 import json, statistics, sys
-rows = [tuple(map(float, l.split())) for l in sys.stdin if l.strip()]
-secs = sorted(r[0] for r in rows); rss = max(r[1] for r in rows); events = int(rows[0][2])
-best, med = secs[0], statistics.median(secs)
-print(json.dumps({'phase': 'parse_normalise', 'findings': events, 'bytes': $BYTES,
-  'best_seconds': best, 'median_seconds': med,
-  'findings_per_s_best': round(events / best), 'findings_per_s_median': round(events / med),
-  'mb_per_s_best': round($BYTES / best / 1e6, 1), 'peak_rss_mib': round(rss / 1024, 1)}))
-" | tee "$OUT/findings-parse.json"
+rows = [json.loads(l) for l in sys.stdin if l.strip()]
+rates = sorted(r['findings_per_s'] for r in rows)
+print(json.dumps({'phase': rows[0]['phase'], 'findings': rows[0]['findings'], 'bytes': rows[0]['bytes'],
+  'findings_per_s_best': rates[-1], 'findings_per_s_median': statistics.median(rates),
+  'mb_per_s_best': max(r['mb_per_s'] for r in rows), 'peak_rss_mib': max(r['peak_rss_mib'] for r in rows)}))
+"
+}
+log "parse + normalise + fingerprint, one core"
+parse_phase | tee "$OUT/findings-parse.json"
+log "... and OCSF render + serialise"
+parse_phase --render | tee -a "$OUT/findings-parse.json"
 
 if [ -z "${MONGODB_URI:-}" ]; then
   MONGO_PORT=$(free_port); start_mongo_wire "$MONGO_PORT"; MONGODB_URI="mongodb://127.0.0.1:$MONGO_PORT"

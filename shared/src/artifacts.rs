@@ -91,8 +91,6 @@ const AWS_CREDENTIAL_VARS: &[&str] = &[
 pub const MAX_FILES_PER_SUBJOB: usize = 1000;
 /// Deepest directory level searched below the output directory.
 const MAX_DEPTH: usize = 16;
-/// Most documents [`list`] returns for one run.
-pub const LIST_LIMIT: i64 = 10_000;
 /// Documents removed per round trip by [`ArtifactStore::delete_run`].
 const DELETE_BATCH: i64 = 500;
 /// Objects without a document removed by one [`ArtifactStore::delete_run`] (the rest by the next).
@@ -840,9 +838,25 @@ impl ArtifactStore {
     }
 }
 
-/// The team's artifacts of a run, ordered by key (at most [`LIST_LIMIT`]).
-pub async fn list(mongo: &Mongo, team: &TeamId, run: &RunId) -> Result<Vec<ArtifactDoc>, ArtifactError> {
-    find_docs(mongo, doc! { "team_id": team, "run_id": run }, LIST_LIMIT).await
+/// A page of the team's run's artifacts (optionally of one SubJob), ordered by key (SubJob, tool, file
+/// name), and how many there are in all.
+pub async fn list_page(
+    mongo: &Mongo,
+    team: &TeamId,
+    run: &RunId,
+    subjob: Option<&SubJobId>,
+    skip: u64,
+    limit: i64,
+) -> Result<(Vec<ArtifactDoc>, u64), ArtifactError> {
+    let mut filter = doc! { "team_id": team, "run_id": run };
+    if let Some(subjob) = subjob {
+        filter.insert("subjob_id", subjob);
+    }
+    let total = mongo.artifacts.count_documents(filter.clone()).await?;
+    let cursor = mongo.artifacts.find(filter).sort(doc! { "key": 1 }).skip(skip).limit(limit).await?;
+    let docs: Vec<bson::Document> = cursor.try_collect().await?;
+    let page = docs.into_iter().map(bson::deserialize_from_document).collect::<Result<Vec<ArtifactDoc>, _>>()?;
+    Ok((page, total))
 }
 
 /// One artifact of the team's run, or `None` (also when it belongs to another team or run).

@@ -12,21 +12,33 @@ use cspm_shared::domain::scan::ToolId;
 use cspm_shared::ids::{RunId, SubJobId};
 use futures::TryStreamExt;
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::auth::Caller;
-use crate::extract::path_id;
+use crate::extract::{ApiQuery, page, path_id};
 use crate::problem::{ApiError, ApiResult};
 use crate::routes::scans::load;
 use crate::routes::{Time, rfc3339};
 use crate::state::AppState;
 
-/// A scan's raw scanner output files.
+/// A page of a scan's raw scanner output files.
 #[derive(Serialize, JsonSchema)]
 pub struct ArtifactList {
     run_id: RunId,
     artifacts: Vec<ArtifactView>,
-    total: usize,
+    /// How many files match in all (every page).
+    total: u64,
+    skip: u64,
+    limit: i64,
+}
+
+#[derive(Deserialize, JsonSchema)]
+pub struct ArtifactQuery {
+    /// Only this SubJob's files (`sj_…`).
+    subjob_id: Option<String>,
+    /// Files per page, 1 to 1,000 (default 100).
+    limit: Option<i64>,
+    skip: Option<u64>,
 }
 
 /// One raw output file, as stored (gzip).
@@ -54,11 +66,16 @@ pub async fn list(
     State(s): State<AppState>,
     caller: Caller,
     Path(run_id): Path<String>,
+    ApiQuery(q): ApiQuery<ArtifactQuery>,
 ) -> ApiResult<Json<ArtifactList>> {
+    let (skip, limit) = page(q.skip, q.limit, 100, 1_000)?;
     let run = load(&s, &caller, &run_id).await?;
-    let docs = artifacts::list(&s.mongo, &caller.team, &run.id).await?;
-    let artifacts: Vec<ArtifactView> = docs.iter().map(view).collect();
-    Ok(Json(ArtifactList { run_id: run.id, total: artifacts.len(), artifacts }))
+    let subjob: Option<SubJobId> = q
+        .subjob_id
+        .map(|raw| raw.parse().map_err(|_| ApiError::invalid("subjob_id", "not a SubJob id")))
+        .transpose()?;
+    let (docs, total) = artifacts::list_page(&s.mongo, &caller.team, &run.id, subjob.as_ref(), skip, limit).await?;
+    Ok(Json(ArtifactList { run_id: run.id, artifacts: docs.iter().map(view).collect(), total, skip, limit }))
 }
 
 pub async fn download(

@@ -70,6 +70,13 @@ pub fn gunzip(gz: &[u8]) -> Vec<u8> {
     out
 }
 
+/// All of a run's artifacts (one page holds them here), checking that the total agrees.
+async fn all_of_run(mongo: &Mongo, team: &TeamId, run: &RunId) -> Vec<ArtifactDoc> {
+    let (docs, total) = artifacts::list_page(mongo, team, run, None, 0, 1_000).await.expect("lists");
+    assert_eq!(total, docs.len() as u64);
+    docs
+}
+
 async fn local_store(root: &Path) -> (ArtifactStore, Mongo) {
     let store = ArtifactStore::new(&ArtifactSettings::Local { dir: root.join("store") }).expect("store");
     let mongo = connect_mongo(&unique_prefix()).await;
@@ -103,7 +110,7 @@ async fn a_subjobs_output_is_stored_compressed_listed_and_read_back_identical() 
     let docs = store.upload_dir(&mongo, &o, out.path()).await.expect("uploads");
     assert_stored(&store, &docs, &files).await;
     assert!(docs[1].stored_size < docs[1].size, "the report is compressed: {:?}", docs[1]);
-    let listed = artifacts::list(&mongo, &team, &run).await.expect("lists");
+    let listed = all_of_run(&mongo, &team, &run).await;
     assert_eq!(listed, docs);
     let one = artifacts::get(&mongo, &team, &run, &docs[0].id).await.expect("reads");
     assert_eq!(one.as_ref(), Some(&docs[0]));
@@ -120,7 +127,7 @@ async fn a_subjobs_output_is_stored_compressed_listed_and_read_back_identical() 
     std::fs::remove_file(out.path().join("raw/trace.bin")).expect("remove");
     let fewer = store.upload_dir(&mongo, &o, out.path()).await.expect("uploads");
     assert_eq!(fewer.len(), 1);
-    assert_eq!(artifacts::list(&mongo, &team, &run).await.expect("lists"), fewer);
+    assert_eq!(all_of_run(&mongo, &team, &run).await, fewer);
     let err = store.open(&docs[0]).await.expect_err("its object is gone");
     assert!(matches!(err, ArtifactError::NotFound { .. }), "{err}");
 }
@@ -143,11 +150,11 @@ async fn deleting_a_run_removes_its_objects_and_documents_and_nothing_else() {
 
     let removed = store.delete_run(&mongo, &team, &run).await.expect("deletes");
     assert_eq!(removed, 4);
-    assert!(artifacts::list(&mongo, &team, &run).await.expect("lists").is_empty());
+    assert!(all_of_run(&mongo, &team, &run).await.is_empty());
     let run_dir = root.path().join(format!("store/teams/{team}/runs/{run}"));
     let left: Vec<_> = walk(&run_dir);
     assert!(left.is_empty(), "objects left behind: {left:?}");
-    assert_eq!(artifacts::list(&mongo, &team, &kept_run).await.expect("lists"), kept);
+    assert_eq!(all_of_run(&mongo, &team, &kept_run).await, kept);
     for d in &kept {
         read_back(&store, d).await;
     }
@@ -192,10 +199,10 @@ async fn artifacts_round_trip_through_an_s3_compatible_store_in_parts() {
 
     let docs = store.upload_dir(&mongo, &o, out.path()).await.expect("uploads");
     assert_stored(&store, &docs, &files).await;
-    assert_eq!(artifacts::list(&mongo, &team, &run).await.expect("lists"), docs);
+    assert_eq!(all_of_run(&mongo, &team, &run).await, docs);
     let again = store.upload_dir(&mongo, &o, out.path()).await.expect("uploads again");
     assert_eq!(again.iter().map(|d| &d.id).collect::<Vec<_>>(), docs.iter().map(|d| &d.id).collect::<Vec<_>>());
-    assert_eq!(artifacts::list(&mongo, &team, &run).await.expect("lists").len(), 2);
+    assert_eq!(all_of_run(&mongo, &team, &run).await.len(), 2);
 
     assert_eq!(store.delete_run(&mongo, &team, &run).await.expect("deletes"), 2);
     let err = store.open(&docs[0]).await.expect_err("deleted");
@@ -237,11 +244,11 @@ async fn a_failed_upload_is_spooled_and_uploaded_once_the_store_is_back() {
     assert!(warning.contains(&bucket) && warning.contains("kept for a retry"), "{warning}");
     assert!(!job_dir.exists(), "the output moved to the spool");
     assert_eq!(cspm_worker::artifacts::drain_spool(&store, &mongo, root.path()).await, 0, "still away");
-    assert!(artifacts::list(&mongo, &team, &run).await.expect("lists").is_empty());
+    assert!(all_of_run(&mongo, &team, &run).await.is_empty());
 
     create_bucket(&bucket).await;
     assert_eq!(cspm_worker::artifacts::drain_spool(&store, &mongo, root.path()).await, 1);
-    let docs = artifacts::list(&mongo, &team, &run).await.expect("lists");
+    let docs = all_of_run(&mongo, &team, &run).await;
     assert_eq!(docs.len(), 1);
     assert_eq!(docs[0].file_name, "report.json");
     assert_eq!(read_back(&store, &docs[0]).await, b"{\"findings\":[]}");
@@ -267,5 +274,5 @@ async fn output_that_can_never_be_uploaded_is_not_spooled() {
     assert!(warning.contains("not kept"), "{warning}");
     assert!(job_dir.exists(), "left for the pipeline to remove, not spooled");
     assert!(!root.path().join(".spool").exists(), "a retry could never succeed: nothing is spooled");
-    assert!(artifacts::list(&mongo, &team, &run).await.expect("lists").is_empty());
+    assert!(all_of_run(&mongo, &team, &run).await.is_empty());
 }

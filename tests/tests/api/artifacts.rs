@@ -72,6 +72,38 @@ async fn a_runs_artifacts_are_listed_and_downloaded_by_its_team_only() {
         assert!(gunzip(&gz) == *content, "{name} changed on the way");
     }
 
+    // Pages: in key order, with the total of all pages; one SubJob's files only; bad paging refused.
+    let second_owner = ArtifactOwner { subjob_id: SubJobId::new(), ..owner.clone() };
+    app.artifacts.upload_dir(&app.mongo, &second_owner, out.path()).await.expect("uploads");
+    let mut seen = Vec::new();
+    for skip in 0..4 {
+        let (s, body) = app.api.get(&token, &format!("/api/cloud-scans/{run}/artifacts?limit=1&skip={skip}")).await;
+        assert_eq!(s, 200, "{body}");
+        assert_eq!(
+            (body["total"].as_u64(), body["skip"].as_u64(), body["limit"].as_u64()),
+            (Some(4), Some(skip), Some(1))
+        );
+        let page = body["artifacts"].as_array().expect("a page");
+        assert_eq!(page.len(), 1, "{body}");
+        seen.push((page[0]["subjob_id"].as_str().unwrap_or_default().to_string(), page[0]["file_name"].to_string()));
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 4, "every file on exactly one page: {seen:?}");
+    let (_, body) = app.api.get(&token, &format!("/api/cloud-scans/{run}/artifacts?skip=4")).await;
+    assert_eq!((body["total"].as_u64(), body["artifacts"].as_array().map(Vec::len)), (Some(4), Some(0)), "{body}");
+    let one = format!("/api/cloud-scans/{run}/artifacts?subjob_id={}", second_owner.subjob_id);
+    let (_, body) = app.api.get(&token, &one).await;
+    assert_eq!(body["total"], 2, "{body}");
+    assert!(
+        body["artifacts"].as_array().expect("list").iter().all(|a| a["subjob_id"] == second_owner.subjob_id.as_str())
+    );
+    for bad in ["limit=0", "limit=1001", "subjob_id=nope"] {
+        let (s, body) = app.api.get(&token, &format!("/api/cloud-scans/{run}/artifacts?{bad}")).await;
+        assert_problem(s, &body, 422, "");
+    }
+
     // Another team: the run and its artifacts do not exist.
     let other = cspm_shared::store::users::ensure_team(&app.mongo, "other team").await.expect("team").id;
     let b = user_token(&app.api, &app.mongo, &format!("b@{}.other", app.prefix), &other, Role::Admin).await;

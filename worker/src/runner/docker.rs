@@ -14,7 +14,9 @@
 //! - least privilege: a non-root user that owns the output directory, every capability dropped,
 //!   `no-new-privileges`, never privileged, CPU, memory and process limits, a read-only root filesystem
 //!   with a small `/tmp`, and the configured network;
-//! - `auto_remove` off: the exit code and logs are read first, then the container is removed.
+//! - `auto_remove` off: the exit code and logs are read first, then the container is removed;
+//! - a scanner that reads a container image (`ImageInput`) gets an image of the local image store as an
+//!   export in its output directory (scanners never get the socket); other images come from registries.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -1009,6 +1011,11 @@ mod tests {
         .to_string();
         assert!(err.contains("CSPM_DOCKER_IMAGE_NMAP") && err.contains("not in CSPM_DOCKER_ALLOWED_IMAGES"), "{err}");
 
+        let err = settings(&[("CSPM_SCANNER_RUNNER", "docker"), ("CSPM_DOCKER_LOCAL_IMAGE_MAX_MB", "0")])
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains("CSPM_DOCKER_LOCAL_IMAGE_MAX_MB"), "{err}");
+
         let err = settings(&[("CSPM_SCANNER_RUNNER", "podman")]).expect_err("refused").to_string();
         assert!(err.contains("CSPM_SCANNER_RUNNER"), "{err}");
         let err = settings(&[("CSPM_SCANNER_RUNNER", "docker"), ("CSPM_DOCKER_USER", "0:0")])
@@ -1030,6 +1037,8 @@ mod tests {
         assert_eq!(s.nano_cpus, 1_000_000_000);
         assert_eq!(s.memory_bytes, 2048 * 1024 * 1024);
         assert!(s.read_only_rootfs);
+        assert!(s.local_images);
+        assert_eq!(s.local_image_max_bytes, 4096 * 1024 * 1024);
         assert_ne!(s.user.0, 0);
         assert_eq!(s.host_path_of(Path::new("/out/run/sub")).expect("under"), PathBuf::from("/host/out/run/sub"));
         assert!(s.host_path_of(Path::new("/elsewhere/x")).is_err());

@@ -5,6 +5,12 @@
 //! checked against the reference grammar, or a path under the operator's scan roots) and writes
 //! `trivy.json` in the SubJob's directory; `parse` reads it back.
 //!
+//! An image scan is planned with a second way to read the image (`Plan::ProcessReadingImage`): the
+//! Docker runner's scanner has no Docker socket, so for an image in the host's local image store the
+//! worker exports it to `IMAGE_ARCHIVE` and Trivy reads that (`--input`). Trivy then names the archive
+//! as the artifact; `parse_for` puts the findings back on the image the SubJob named (the same resource,
+//! identity and dedup key as a scan from the registry, with `details.image_source`).
+//!
 //! # Layouts
 //! - SchemaVersion 2: `{ArtifactName, ArtifactType, Metadata, Results: [...]}` (`image`, `fs`, `config`,
 //!   `repo`); a report with no finding may omit `Results` or write it as `null`.
@@ -2356,8 +2362,8 @@ mod tests {
 
         // A report of something else is read as it is.
         let other = ExportedImage { archive: "/elsewhere.tar".into(), reference: "x:1".into() };
-        let (found, _) = parse_with(|sink| parse_reader_as(report.as_bytes(), "trivy.json", sink, Some(other)))
-            .expect("parses");
+        let (found, _) =
+            parse_with(|sink| parse_reader_as(report.as_bytes(), "trivy.json", sink, Some(other))).expect("parses");
         assert!(found.iter().all(|f| f.resource_uid.starts_with(archive)), "{found:?}");
     }
 

@@ -487,7 +487,9 @@ impl DockerRunner {
             tracing::debug!(image = %image.reference, "not in the local image store; the scanner reads it from its registry");
             return self.run_container(job, timeout, stop).await;
         };
-        // The scanner's user must read the export: its directory is given to it first.
+        // No export for a scanner that cannot start; and the scanner's user must read the export: its
+        // directory is given to it first.
+        self.scanner_image(job.tool).await?;
         self.prepare_output(&job.spec.workdir)?;
         let exported = tokio::select! {
             r = self.export(&image.reference, &local, &image.archive) => Some(r?),
@@ -602,15 +604,7 @@ impl DockerRunner {
         timeout: Duration,
         mut stop: StopSignal,
     ) -> Result<RunReport, RunnerError> {
-        let image = self
-            .settings
-            .image_for(job.tool)
-            .ok_or_else(|| RunnerError::Setup(self.settings.check_available(job.tool).err().unwrap_or_default()))?
-            .to_string();
-        if !is_allowed(&self.settings.allowed, &image) {
-            return Err(RunnerError::NotAllowed(image));
-        }
-        self.ensure_image(&image).await?;
+        let image = self.scanner_image(job.tool).await?;
         let name = container_name(job.subjob_id);
         let body = self.container_body(job, &image)?;
         self.prepare_output(&job.spec.workdir)?;
@@ -684,6 +678,20 @@ impl DockerRunner {
         self.remove(&name).await;
         self.metrics.containers_running.dec();
         Ok(RunReport { exit, duration: started.elapsed(), output_tail, start_latency: Some(start_latency) })
+    }
+
+    /// The tool's image, allowed and present (pulled by policy).
+    async fn scanner_image(&self, tool: Tool) -> Result<String, RunnerError> {
+        let image = self
+            .settings
+            .image_for(tool)
+            .ok_or_else(|| RunnerError::Setup(self.settings.check_available(tool).err().unwrap_or_default()))?
+            .to_string();
+        if !is_allowed(&self.settings.allowed, &image) {
+            return Err(RunnerError::NotAllowed(image));
+        }
+        self.ensure_image(&image).await?;
+        Ok(image)
     }
 
     /// SIGTERM, then SIGKILL after the grace period (`docker stop`).

@@ -445,7 +445,8 @@ async fn an_image_only_in_the_local_store_is_scanned_from_the_workers_export_and
     assert_eq!(files_in(&dir), vec!["trivy.json".to_string()], "only the report is raw output");
     assert!(!rig.exists(&container_name(&subjob)).await, "the container was left behind");
 
-    let (found, examined) = parse(&job, &dir);
+    let (parse_job, parse_dir) = (job.clone(), dir.clone());
+    let (found, examined) = tokio::task::spawn_blocking(move || parse(&parse_job, &parse_dir)).await.expect("parser");
     assert!(examined >= 1, "{examined}");
     let secret = found.iter().find(|f| f.rule_id == "github-pat").unwrap_or_else(|| panic!("the secret: {found:#?}"));
     assert_eq!(secret.resource_uid, format!("{}:/app/deploy.env", image.0));
@@ -473,6 +474,7 @@ async fn export_size(docker: &Docker, image: &str) -> (u64, Duration) {
     (bytes, started.elapsed())
 }
 
+/// Parses the SubJob's report as the pipeline does (on a blocking thread: the sink blocks).
 fn parse(job: &SubJobDoc, dir: &Path) -> (Vec<NewFinding>, u64) {
     let (tx, mut rx) = tokio::sync::mpsc::channel(1 << 12);
     let mut sink = FindingSink::new(tx, 100);

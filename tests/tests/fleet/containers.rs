@@ -254,6 +254,8 @@ async fn an_image_scan_of_a_local_only_image_runs_trivy_in_its_container_on_the_
         ("CSPM_DOCKER_NETWORK", "none".to_string()),
         // No vulnerability database here: the secret scanner needs none.
         ("CSPM_TRIVY_OFFLINE", "true".to_string()),
+        ("CSPM_DOCKER_LOCAL_IMAGES", "true".to_string()),
+        ("CSPM_DOCKER_LOCAL_IMAGE_MAX_MB", "1024".to_string()),
     ]);
     let overrides: Vec<(&str, &str)> = overrides.iter().map(|(k, v)| (*k, v.as_str())).collect();
     fleet.add_worker(&overrides);
@@ -284,4 +286,18 @@ async fn an_image_scan_of_a_local_only_image_runs_trivy_in_its_container_on_the_
     let log = fleet.workers[0].log_text();
     assert!(log.contains("image exported from the local image store"), "{log}");
     assert!(!log.contains("\"level\":\"ERROR\""), "{log}");
+
+    // An image that is neither local nor reachable goes to its registry, and fails with Trivy's error.
+    let absent = "registry.invalid/cspm/absent:1";
+    let (s, b) = fleet
+        .api
+        .post(&token, "/api/native-scans/container-image", json!({ "image": absent, "scanners": ["secret"] }))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let failed =
+        crate::wait_native(&fleet, &token, b["scan_id"].as_str().expect("scan id"), Duration::from_secs(300)).await;
+    assert_eq!(failed["status"], json!("failed"), "{failed}");
+    let why = failed["summary"]["warnings"][0].as_str().unwrap_or_default();
+    assert!(why.contains("trivy exited with") && why.contains(absent) && why.contains("remote error"), "{failed}");
+    assert!(fleet_containers(&format!("{}_", fleet.prefix)).is_empty(), "a scanner container was left behind");
 }

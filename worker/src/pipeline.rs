@@ -364,11 +364,26 @@ async fn keep_raw_output(
     job: &SubJobDoc,
     workdir: &Path,
     status: SubJobStatus,
-    mut outcome: Outcome,
+    outcome: Outcome,
 ) -> (SubJobStatus, Outcome) {
     let ran = matches!(status, SubJobStatus::Completed | SubJobStatus::Failed | SubJobStatus::TimedOut);
     if !ran || job.tool.tool == Tool::Canary {
         return (status, outcome);
+    }
+    // An image exported for the scanner is its input, not its output (and may be gigabytes): the runner
+    // removes it when the scanner ends; never upload one it could not remove.
+    let export = workdir.join(runner::IMAGE_ARCHIVE);
+    if tokio::fs::try_exists(&export).await.unwrap_or(false) {
+        tracing::warn!(file = %export.display(), "an image export outlived its scan; removing it before the upload");
+        if let Err(e) = tokio::fs::remove_file(&export).await {
+            return (
+                status,
+                with_warning(
+                    outcome,
+                    format!("the raw output was not kept: cannot remove the image export {}: {e}", export.display()),
+                ),
+            );
+        }
     }
     let owner = ArtifactOwner {
         team_id: job.team_id.clone(),
@@ -383,11 +398,15 @@ async fn keep_raw_output(
             Ok(None) => return (status, outcome),
             Ok(Some(why)) | Err(why) => why,
         };
+    (status, with_warning(outcome, warning))
+}
+
+fn with_warning(mut outcome: Outcome, warning: String) -> Outcome {
     outcome.warning = Some(match outcome.warning.take() {
         Some(w) => format!("{w}; {warning}"),
         None => warning,
     });
-    (status, outcome)
+    outcome
 }
 
 /// A task that is aborted when its handle is dropped.
@@ -468,8 +487,18 @@ async fn execute(
     };
     let timeout = job.timeout();
     let scan_started = Instant::now();
-    match plan {
-        Plan::Process(spec) => match run_process(ctx, job, &spec, timeout, stop.clone()).await {
+    let process = match plan {
+        Plan::Process(spec) => Some((spec, None)),
+        Plan::ProcessReadingImage(spec, image) => Some((spec, Some(image))),
+        Plan::Simulated { duration, failure } => {
+            if let Some(ending) = simulate(job, workdir, duration, failure, timeout, &mut stop).await {
+                return ending;
+            }
+            None
+        }
+    };
+    if let Some((spec, image)) = process {
+        match run_process(ctx, job, &spec, image.as_ref(), timeout, stop.clone()).await {
             Err(message) => return Ending::Failed(message, Outcome::default()),
             Ok(report) => match &report.exit {
                 Exit::TimedOut => {
@@ -489,11 +518,6 @@ async fn execute(
                 }
                 Exit::Exited(_) => {}
             },
-        },
-        Plan::Simulated { duration, failure } => {
-            if let Some(ending) = simulate(job, workdir, duration, failure, timeout, &mut stop).await {
-                return ending;
-            }
         }
     }
     phases.scan = scan_started.elapsed().as_secs_f64();
@@ -509,10 +533,12 @@ async fn run_process(
     ctx: &WorkerCtx,
     job: &SubJobDoc,
     spec: &runner::ProcessSpec,
+    image: Option<&runner::ImageInput>,
     timeout: Duration,
     stop: StopSignal,
 ) -> Result<RunReport, String> {
     match ctx.docker.as_ref().filter(|d| d.settings().image_for(job.tool.tool).is_some()) {
+        // A local scanner reads the local image store itself: `image` is the Docker runner's concern.
         None => {
             runner::local::run(spec, timeout, stop).await.map_err(|e| format!("cannot start `{}`: {e}", spec.program))
         }
@@ -521,7 +547,7 @@ async fn run_process(
             let program = runner::docker::container_program(tool);
             let container = ContainerJob { spec, tool, program, run_id: &job.run_id, subjob_id: &job.id };
             docker
-                .run(container, timeout, stop)
+                .run_reading_image(container, image, timeout, stop)
                 .await
                 .map_err(|e| format!("cannot run the {} container: {e}", job.tool.tool.as_str()))
         }

@@ -1,7 +1,9 @@
 //! The Docker runner against the real Docker engine, with the locally built base image
 //! (`scripts/images.sh`): exit codes and logs, time limits, cancellation, the allow-list and pull
 //! policy, the hardening asked of the daemon, replacement of an earlier attempt's container, and the
-//! removal of orphans. Every test checks that no container is left behind.
+//! removal of orphans; Trivy image scans (in `cspm-trivy:local`) of an image that exists only in the
+//! local image store, read from the worker's export of it, and of an image that is nowhere. Every test
+//! checks that no container is left behind.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,14 +15,23 @@ use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use cspm_shared::config::Env;
+use cspm_shared::domain::native::{ArtifactKind, NetworkScanType};
 use cspm_shared::domain::scan::Tool;
+use cspm_shared::domain::scan::{SubJobStatus, ToolId};
+use cspm_shared::ids::TeamId;
 use cspm_shared::ids::{RunId, SubJobId};
+use cspm_shared::queue::QueueKind;
+use cspm_shared::store::findings::NewFinding;
+use cspm_shared::store::subjobs::{NativeSpec, SubJobDoc};
+use cspm_shared::time::Timestamp;
+use cspm_worker::config::WorkerConfig;
 use cspm_worker::metrics::WorkerMetrics;
 use cspm_worker::runner::docker::{
     ContainerJob, DockerRunner, LABEL_FLEET, LABEL_MANAGED, LABEL_SUBJOB, LABEL_WORKER, RunnerError, RunnerSettings,
-    container_name,
+    container_name, container_program,
 };
-use cspm_worker::runner::{Exit, ProcessSpec, StopReason};
+use cspm_worker::runner::{Exit, ImageInput, ProcessSpec, StopReason};
+use cspm_worker::tools::{FindingSink, JobContext, Plan, trivy};
 use tokio::sync::watch;
 
 const BASE_IMAGE: &str = "cspm-base:bookworm";
@@ -286,4 +297,254 @@ async fn orphans_of_workers_that_are_gone_are_removed_and_live_ones_kept() {
         .await
         .expect("list");
     assert!(left.is_empty());
+}
+
+const TRIVY_IMAGE: &str = "cspm-trivy:local";
+
+/// An image built here for one test (never pushed anywhere), removed when dropped.
+struct LocalImage(String);
+
+impl LocalImage {
+    /// `FROM cspm-base:bookworm` with `files` added under `/app`.
+    fn build(files: &[(&str, &str)]) -> Self {
+        let tag = format!("cspm-test-local-{}:1", ulid::Ulid::generate().to_string().to_ascii_lowercase());
+        let context = tempfile::tempdir().expect("build context");
+        let mut dockerfile = format!("FROM {BASE_IMAGE}\n");
+        for (name, text) in files {
+            std::fs::write(context.path().join(name), text).expect("context file");
+            dockerfile.push_str(&format!("COPY {name} /app/{name}\n"));
+        }
+        std::fs::write(context.path().join("Dockerfile"), dockerfile).expect("Dockerfile");
+        let built = std::process::Command::new("docker")
+            .args(["build", "-q", "--network", "none", "-t", &tag])
+            .arg(context.path())
+            .output()
+            .expect("docker build runs");
+        assert!(built.status.success(), "docker build failed: {}", String::from_utf8_lossy(&built.stderr));
+        LocalImage(tag)
+    }
+}
+
+impl Drop for LocalImage {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker").args(["rmi", "-f", &self.0]).output();
+    }
+}
+
+/// A secret Trivy's GitHub rule recognises, random so that it is no allow-listed example.
+fn fake_github_token() -> String {
+    let random = format!("{}{}", ulid::Ulid::generate(), ulid::Ulid::generate()).to_ascii_lowercase();
+    format!("ghp_{}", &random[..36])
+}
+
+fn trivy_subjob(image: &str, run: &RunId, subjob: &SubJobId) -> SubJobDoc {
+    SubJobDoc {
+        id: subjob.clone(),
+        run_id: run.clone(),
+        team_id: TeamId::new(),
+        queue: QueueKind::Native,
+        tool: ToolId::plain(Tool::Trivy),
+        region: "global".into(),
+        account_id: None,
+        provider: None,
+        provider_account_id: None,
+        native: Some(NativeSpec {
+            target: image.into(),
+            ports: None,
+            scan_type: NetworkScanType::PortScan,
+            web_profile: None,
+            artifact: Some(ArtifactKind::Image),
+            scanners: vec!["secret".into()],
+        }),
+        canary: None,
+        status: SubJobStatus::Running,
+        attempts: 1,
+        max_attempts: 3,
+        timeout_secs: 300,
+        lease_owner: None,
+        lease_token: None,
+        lease_expires_at: None,
+        cancel_requested: false,
+        dispatched_at: None,
+        dispatch_token: None,
+        created_at: Timestamp::now(),
+        started_at: None,
+        finished_at: None,
+        findings_count: 0,
+        new_findings: 0,
+        severity: Default::default(),
+        error: None,
+        last_interruption: None,
+        run_size: 1,
+    }
+}
+
+/// The worker's Trivy plan for an image scan (offline: no vulnerability database here; the secret
+/// scanner needs none).
+async fn trivy_plan(job: &SubJobDoc, workdir: &Path) -> (ProcessSpec, ImageInput) {
+    let config = WorkerConfig::from_env(Env::from_map([
+        ("CSPM_TRIVY_OFFLINE", "true"),
+        ("CSPM_ALLOW_LOOPBACK_SCAN_TARGETS", "true"),
+    ]))
+    .expect("worker config");
+    // The client connects lazily: planning never reaches a server.
+    let mongo = cspm_shared::db::Mongo::connect("mongodb://127.0.0.1:1", "", "test", Duration::from_secs(1))
+        .await
+        .expect("mongo client");
+    let ctx = JobContext { job, mongo: &mongo, workdir: workdir.to_path_buf(), config: &config };
+    match trivy::plan(&ctx).await.expect("plan") {
+        Plan::ProcessReadingImage(spec, image) => (spec, image),
+        _ => panic!("an image scan reads an image"),
+    }
+}
+
+async fn trivy_rig(extra: &[(&str, &str)]) -> Rig {
+    let mut vars = vec![("CSPM_DOCKER_IMAGE_TRIVY", TRIVY_IMAGE)];
+    vars.extend_from_slice(extra);
+    let rig = rig(&vars).await;
+    rig.docker
+        .inspect_image(TRIVY_IMAGE)
+        .await
+        .unwrap_or_else(|_| panic!("{TRIVY_IMAGE} is missing: build it with scripts/images.sh (scripts/test.sh does)"));
+    rig
+}
+
+fn trivy_job<'a>(spec: &'a ProcessSpec, run: &'a RunId, subjob: &'a SubJobId) -> ContainerJob<'a> {
+    ContainerJob { spec, tool: Tool::Trivy, program: container_program(Tool::Trivy), run_id: run, subjob_id: subjob }
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn an_image_only_in_the_local_store_is_scanned_from_the_workers_export_and_named_as_asked() {
+    let rig = trivy_rig(&[]).await;
+    let token = fake_github_token();
+    let image = LocalImage::build(&[("deploy.env", &format!("REGION=eu-west-1\nGITHUB_TOKEN={token}\n"))]);
+    let (run, subjob) = (RunId::new(), SubJobId::new());
+    let dir = rig.workdir(&subjob);
+    let job = trivy_subjob(&image.0, &run, &subjob);
+    let (spec, input) = trivy_plan(&job, &dir).await;
+    let (_tx, rx) = no_stop();
+
+    let started = Instant::now();
+    let report = rig
+        .runner
+        .run_reading_image(trivy_job(&spec, &run, &subjob), Some(&input), Duration::from_secs(300), rx)
+        .await
+        .expect("runs");
+    let elapsed = started.elapsed();
+    assert!(report.succeeded(&spec), "{:?}: {}", report.exit, report.output_tail);
+    assert!(!input.archive.exists(), "the image export outlived the scan");
+    assert_eq!(files_in(&dir), vec!["trivy.json".to_string()], "only the report is raw output");
+    assert!(!rig.exists(&container_name(&subjob)).await, "the container was left behind");
+
+    let (parse_job, parse_dir) = (job.clone(), dir.clone());
+    let (found, examined) = tokio::task::spawn_blocking(move || parse(&parse_job, &parse_dir)).await.expect("parser");
+    assert!(examined >= 1, "{examined}");
+    let secret = found.iter().find(|f| f.rule_id == "github-pat").unwrap_or_else(|| panic!("the secret: {found:#?}"));
+    assert_eq!(secret.resource_uid, format!("{}:/app/deploy.env", image.0));
+    assert_eq!(secret.details.get_str("artifact").ok(), Some(image.0.as_str()));
+    assert_eq!(secret.details.get_str("image_source").ok(), Some("local_image_store"));
+    assert_eq!(secret.location.as_ref().and_then(|l| l.start_line), Some(2));
+    let text = serde_json::to_string(&found).expect("json");
+    assert!(!text.contains(cspm_worker::runner::IMAGE_ARCHIVE), "the archive's path leaked: {text}");
+    assert!(!text.contains(&token), "the secret leaked");
+
+    // What the export costs, for the record: the same archive through the same API.
+    let (bytes, export) = export_size(&rig.docker, &image.0).await;
+    eprintln!("scan of {} ({bytes} bytes exported in {export:?}) took {elapsed:?}", image.0);
+}
+
+/// The size of an image's export and the time it takes (the daemon's `docker save`).
+async fn export_size(docker: &Docker, image: &str) -> (u64, Duration) {
+    use futures::StreamExt;
+    let started = Instant::now();
+    let mut stream = docker.export_image(image);
+    let mut bytes = 0u64;
+    while let Some(chunk) = stream.next().await {
+        bytes += chunk.expect("export chunk").len() as u64;
+    }
+    (bytes, started.elapsed())
+}
+
+/// Parses the SubJob's report as the pipeline does (on a blocking thread: the sink blocks).
+fn parse(job: &SubJobDoc, dir: &Path) -> (Vec<NewFinding>, u64) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1 << 12);
+    let mut sink = FindingSink::new(tx, 100);
+    trivy::parse_for(job, dir, 64 << 20, &mut sink).expect("the report parses");
+    let examined = sink.examined;
+    drop(sink);
+    let mut all = Vec::new();
+    while let Ok(batch) = rx.try_recv() {
+        all.extend(batch);
+    }
+    (all, examined)
+}
+
+#[tokio::test]
+async fn a_local_image_over_the_export_limit_fails_naming_the_limit_and_leaves_nothing() {
+    let rig = trivy_rig(&[("CSPM_DOCKER_LOCAL_IMAGE_MAX_MB", "1")]).await;
+    let image = LocalImage::build(&[("readme.txt", "nothing here\n")]);
+    let (run, subjob) = (RunId::new(), SubJobId::new());
+    let dir = rig.workdir(&subjob);
+    let job = trivy_subjob(&image.0, &run, &subjob);
+    let (spec, input) = trivy_plan(&job, &dir).await;
+    let (_tx, rx) = no_stop();
+    let err = rig
+        .runner
+        .run_reading_image(trivy_job(&spec, &run, &subjob), Some(&input), Duration::from_secs(120), rx)
+        .await
+        .expect_err("too large");
+    let text = err.to_string();
+    assert!(matches!(err, RunnerError::Export { .. }), "{text}");
+    assert!(text.contains(&image.0) && text.contains("CSPM_DOCKER_LOCAL_IMAGE_MAX_MB"), "{text}");
+    assert!(files_in(&dir).is_empty(), "{:?}", files_in(&dir));
+    assert!(!rig.exists(&container_name(&subjob)).await, "the container was left behind");
+}
+
+#[tokio::test]
+async fn an_image_neither_local_nor_reachable_fails_with_the_registrys_error() {
+    let rig = trivy_rig(&[]).await;
+    // Nothing listens on port 9: the registry cannot be reached, and the image is not local.
+    let image = "127.0.0.1:9/cspm/absent:1";
+    let (run, subjob) = (RunId::new(), SubJobId::new());
+    let dir = rig.workdir(&subjob);
+    let job = trivy_subjob(image, &run, &subjob);
+    let (spec, input) = trivy_plan(&job, &dir).await;
+    let (_tx, rx) = no_stop();
+    let report = rig
+        .runner
+        .run_reading_image(trivy_job(&spec, &run, &subjob), Some(&input), Duration::from_secs(180), rx)
+        .await
+        .expect("the scanner runs, and fails");
+    assert!(!report.succeeded(&spec), "{:?}", report.exit);
+    let tail = &report.output_tail;
+    assert!(tail.contains(image), "{tail}");
+    assert!(!input.archive.exists());
+    assert!(!rig.exists(&container_name(&subjob)).await, "the container was left behind");
+    eprintln!("trivy's error: {}", tail.lines().rfind(|l| !l.trim().is_empty()).unwrap_or(""));
+
+    // With local images off, even an image the host has goes to its registry (here: none reachable).
+    let rig = trivy_rig(&[("CSPM_DOCKER_LOCAL_IMAGES", "false")]).await;
+    let local = LocalImage::build(&[("readme.txt", "nothing here\n")]);
+    let (run, subjob) = (RunId::new(), SubJobId::new());
+    let dir = rig.workdir(&subjob);
+    let job = trivy_subjob(&local.0, &run, &subjob);
+    let (spec, input) = trivy_plan(&job, &dir).await;
+    let (_tx, rx) = no_stop();
+    let report = rig
+        .runner
+        .run_reading_image(trivy_job(&spec, &run, &subjob), Some(&input), Duration::from_secs(180), rx)
+        .await
+        .expect("the scanner runs, and fails");
+    assert!(!report.succeeded(&spec), "{:?}: {}", report.exit, report.output_tail);
+    assert!(!input.archive.exists());
+    assert!(!rig.exists(&container_name(&subjob)).await, "the container was left behind");
 }

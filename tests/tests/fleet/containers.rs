@@ -1,7 +1,8 @@
 //! Scanners in sibling containers (the Docker runner) with the real Docker engine and the locally built
 //! images (`scripts/images.sh`): a network scan through nmap's container, the worker itself in a
 //! container (Docker-out-of-Docker, output through the host directory), and a worker killed mid-scan
-//! leaving no container behind.
+//! leaving no container behind; a Trivy image scan, in Trivy's container, of an image that exists only
+//! in the host's local image store (exported by the worker, never uploaded as raw output).
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -200,4 +201,103 @@ async fn a_worker_killed_mid_scan_leaves_no_container_after_recovery() {
     );
     eprintln!("recovered in {:?}", restarted.elapsed());
     drop(ls);
+}
+
+const TRIVY_IMAGE: &str = "cspm-trivy:local";
+
+/// A secret Trivy's GitHub rule recognises, random so that it is none of its allow-listed examples.
+fn fake_github_token() -> String {
+    let random = format!("{}{}", ulid::Ulid::generate(), ulid::Ulid::generate()).to_ascii_lowercase();
+    format!("ghp_{}", &random[..36])
+}
+
+/// An image built on this host only (`FROM cspm-base:bookworm`, never pushed), removed when dropped.
+struct LocalImage(String);
+
+impl LocalImage {
+    fn with_file(name: &str, text: &str) -> Self {
+        let tag = format!("cspm-test-local-{}:1", ulid::Ulid::generate().to_string().to_ascii_lowercase());
+        let context = tempfile::tempdir().expect("build context");
+        std::fs::write(context.path().join(name), text).expect("context file");
+        std::fs::write(
+            context.path().join("Dockerfile"),
+            format!("FROM cspm-base:bookworm\nCOPY {name} /app/{name}\n"),
+        )
+        .expect("Dockerfile");
+        let built = std::process::Command::new("docker")
+            .args(["build", "-q", "--network", "none", "-t", &tag])
+            .arg(context.path())
+            .output()
+            .expect("docker build runs");
+        assert!(built.status.success(), "docker build failed: {}", String::from_utf8_lossy(&built.stderr));
+        LocalImage(tag)
+    }
+}
+
+impl Drop for LocalImage {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker").args(["rmi", "-f", &self.0]).output();
+    }
+}
+
+#[tokio::test]
+async fn an_image_scan_of_a_local_only_image_runs_trivy_in_its_container_on_the_workers_export() {
+    let bucket = format!("cspm-{}", cspm_tests::unique_prefix());
+    cspm_tests::create_bucket(&bucket).await;
+    let s3 = cspm_tests::s3_overrides(&bucket);
+    let s3: Vec<(&str, &str)> = s3.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut fleet = Fleet::start(&s3).await;
+    let out = output_dir(&fleet, "docker-output");
+    let mut overrides = docker_mode(out.to_str().expect("utf-8"));
+    overrides.extend([
+        ("CSPM_DOCKER_IMAGE_TRIVY", TRIVY_IMAGE.to_string()),
+        ("CSPM_DOCKER_NETWORK", "none".to_string()),
+        // No vulnerability database here: the secret scanner needs none.
+        ("CSPM_TRIVY_OFFLINE", "true".to_string()),
+        ("CSPM_DOCKER_LOCAL_IMAGES", "true".to_string()),
+        ("CSPM_DOCKER_LOCAL_IMAGE_MAX_MB", "1024".to_string()),
+    ]);
+    let overrides: Vec<(&str, &str)> = overrides.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    fleet.add_worker(&overrides);
+    let token = fleet.admin().await;
+    let secret = fake_github_token();
+    let image = LocalImage::with_file("deploy.env", &format!("REGION=eu-west-1\nGITHUB_TOKEN={secret}\n"));
+
+    let (s, b) = fleet
+        .api
+        .post(&token, "/api/native-scans/container-image", json!({ "image": image.0, "scanners": ["secret"] }))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let run = b["scan_id"].as_str().expect("scan id").to_string();
+    let result = crate::wait_native(&fleet, &token, &run, Duration::from_secs(300)).await;
+    assert_eq!(result["status"], json!("completed"), "{result}\n{}", fleet.workers[0].log_text());
+    // The finding names the image the scan asked for, as a scan from a registry would.
+    assert_eq!(crate::resource_uids(&result), vec![format!("{}:/app/deploy.env", image.0)], "{result}");
+    assert!(!result.to_string().contains(&secret), "the secret itself is never stored or shown");
+    assert!(!result.to_string().contains(".cspm-image.tar"), "the export's path leaked: {result}");
+    assert!(fleet_containers(&format!("{}_", fleet.prefix)).is_empty(), "a scanner container was left behind");
+    assert!(empty_dir(&out), "the output directory (and the image export) was left behind");
+    // The raw output is Trivy's report, not the image.
+    let files = artifacts_of(&fleet, &token, &run).await;
+    let names: Vec<&String> = files.iter().map(|f| &f.0).collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(names[0].ends_with("trivy.json"), "{names:?}");
+    assert!(String::from_utf8_lossy(&files[0].1).contains("github-pat"));
+    let log = fleet.workers[0].log_text();
+    assert!(log.contains("image exported from the local image store"), "{log}");
+    assert!(!log.contains("\"level\":\"ERROR\""), "{log}");
+
+    // An image that is neither local nor reachable goes to its registry, and fails with Trivy's error.
+    let absent = "registry.invalid/cspm/absent:1";
+    let (s, b) = fleet
+        .api
+        .post(&token, "/api/native-scans/container-image", json!({ "image": absent, "scanners": ["secret"] }))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    let failed =
+        crate::wait_native(&fleet, &token, b["scan_id"].as_str().expect("scan id"), Duration::from_secs(300)).await;
+    assert_eq!(failed["status"], json!("failed"), "{failed}");
+    let why = failed["summary"]["warnings"][0].as_str().unwrap_or_default();
+    assert!(why.contains("trivy exited with") && why.contains(absent) && why.contains("remote error"), "{failed}");
+    assert!(fleet_containers(&format!("{}_", fleet.prefix)).is_empty(), "a scanner container was left behind");
 }

@@ -14,7 +14,9 @@
 //! - least privilege: a non-root user that owns the output directory, every capability dropped,
 //!   `no-new-privileges`, never privileged, CPU, memory and process limits, a read-only root filesystem
 //!   with a small `/tmp`, and the configured network;
-//! - `auto_remove` off: the exit code and logs are read first, then the container is removed.
+//! - `auto_remove` off: the exit code and logs are read first, then the container is removed;
+//! - a scanner that reads a container image (`ImageInput`) gets an image of the local image store as an
+//!   export in its output directory (scanners never get the socket); other images come from registries.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -32,7 +34,7 @@ use cspm_shared::domain::scan::{SubJobStatus, Tool};
 use cspm_shared::ids::{RunId, SubJobId};
 use futures::StreamExt;
 
-use super::{Exit, ProcessSpec, RunReport, StopReason, StopSignal};
+use super::{Exit, ImageInput, ProcessSpec, RunReport, StopReason, StopSignal};
 use crate::metrics::WorkerMetrics;
 
 /// Label keys on every container this fleet starts.
@@ -103,6 +105,16 @@ pub const DOCKER_KEYS: &[KeySpec] = &[
         "true",
         "scanner containers get a read-only root filesystem (HOME and /tmp are writable)",
     ),
+    KeySpec::optional(
+        "CSPM_DOCKER_LOCAL_IMAGES",
+        "true",
+        "an image scan of an image in the host's local image store reads it from there (the worker exports it into the sub-job's directory for Trivy's --input) instead of from its registry",
+    ),
+    KeySpec::optional(
+        "CSPM_DOCKER_LOCAL_IMAGE_MAX_MB",
+        "4096",
+        "largest local image the worker exports for a scan, in MiB (larger ones fail the sub-job; the export takes that much disk under the output directory while the scan runs)",
+    ),
 ];
 
 /// Where the worker's scanners run.
@@ -132,6 +144,10 @@ pub struct DockerSettings {
     pub user: (u32, u32),
     pub stop_grace: Duration,
     pub read_only_rootfs: bool,
+    /// Whether images in the local image store are exported for the scanner to read (`ImageInput`).
+    pub local_images: bool,
+    /// The largest such export.
+    pub local_image_max_bytes: u64,
     /// The output root as the worker sees it, and as the Docker host sees it.
     pub output_dir: PathBuf,
     pub host_output_dir: PathBuf,
@@ -223,6 +239,8 @@ impl DockerSettings {
             user,
             stop_grace: env.seconds("CSPM_DOCKER_STOP_GRACE_SECS", 10, 0, 600),
             read_only_rootfs: env.flag("CSPM_DOCKER_READ_ONLY_ROOTFS", true),
+            local_images: env.flag("CSPM_DOCKER_LOCAL_IMAGES", true),
+            local_image_max_bytes: env.bounded("CSPM_DOCKER_LOCAL_IMAGE_MAX_MB", 4096u64, 1, 1 << 30) * 1024 * 1024,
             output_dir: output_dir.to_path_buf(),
             host_output_dir,
         }
@@ -338,6 +356,8 @@ pub enum RunnerError {
     Missing(String),
     #[error("pulling image `{image}` failed: {why}")]
     Pull { image: String, why: String },
+    #[error("exporting image `{image}` from the local image store failed: {why}")]
+    Export { image: String, why: String },
     #[error("{0}")]
     Setup(String),
     #[error("the Docker daemon refused or failed: {0}")]
@@ -358,6 +378,25 @@ fn describe(e: &DockerError) -> String {
 
 fn is_status(e: &DockerError, code: u16) -> bool {
     matches!(e, DockerError::DockerResponseServerError { status_code, .. } if *status_code == code)
+}
+
+/// An image found in the local image store.
+struct LocalImage {
+    id: String,
+    /// Its size as the daemon reports it (about the size of its export).
+    size: u64,
+}
+
+/// Waits for a stop request; a dropped sender is a shutdown.
+async fn stopped(stop: &mut StopSignal) -> StopReason {
+    loop {
+        if stop.changed().await.is_err() {
+            return StopReason::Shutdown;
+        }
+        if let Some(reason) = *stop.borrow() {
+            return reason;
+        }
+    }
 }
 
 /// A connection to the Docker daemon and the settings of the containers it starts.
@@ -406,15 +445,157 @@ impl DockerRunner {
         timeout: Duration,
         stop: StopSignal,
     ) -> Result<RunReport, RunnerError> {
-        let result = self.run_container(&job, timeout, stop).await;
-        for f in &job.spec.secret_files {
+        self.run_reading_image(job, None, timeout, stop).await
+    }
+
+    /// `run`, for a scanner that reads a container image: when the image is in the local image store
+    /// (and `CSPM_DOCKER_LOCAL_IMAGES` is on), it is exported into the SubJob's directory first and the
+    /// scanner reads the export (`ImageInput::archive_args`); otherwise the scanner reads the image from
+    /// its registry, as planned. The export is removed as soon as the scanner ends, whatever happens,
+    /// and counts against the SubJob's time limit.
+    pub async fn run_reading_image(
+        &self,
+        job: ContainerJob<'_>,
+        image: Option<&ImageInput>,
+        timeout: Duration,
+        stop: StopSignal,
+    ) -> Result<RunReport, RunnerError> {
+        let result = match image.filter(|_| self.settings.local_images) {
+            None => self.run_container(&job, timeout, stop).await,
+            Some(image) => self.run_from_local_store(&job, image, timeout, stop).await,
+        };
+        let scratch = image.map(|i| i.archive.clone());
+        for f in job.spec.secret_files.iter().chain(scratch.as_ref()) {
             if let Err(e) = std::fs::remove_file(f)
                 && e.kind() != std::io::ErrorKind::NotFound
             {
-                tracing::warn!(error = %e, file = %f.display(), "could not remove a credential file");
+                tracing::warn!(error = %e, file = %f.display(), "could not remove a credential file or image export");
             }
         }
         result
+    }
+
+    async fn run_from_local_store(
+        &self,
+        job: &ContainerJob<'_>,
+        image: &ImageInput,
+        timeout: Duration,
+        mut stop: StopSignal,
+    ) -> Result<RunReport, RunnerError> {
+        let started = Instant::now();
+        let Some(local) = self.local_image(&image.reference).await? else {
+            tracing::debug!(image = %image.reference, "not in the local image store; the scanner reads it from its registry");
+            return self.run_container(job, timeout, stop).await;
+        };
+        // No export for a scanner that cannot start; and the scanner's user must read the export: its
+        // directory is given to it first.
+        self.scanner_image(job.tool).await?;
+        self.prepare_output(&job.spec.workdir)?;
+        let exported = tokio::select! {
+            r = self.export(&image.reference, &local, &image.archive) => Some(r?),
+            _ = tokio::time::sleep(timeout) => None,
+            reason = stopped(&mut stop) => {
+                return Ok(RunReport { exit: Exit::Stopped(reason), duration: started.elapsed(), output_tail: String::new(), start_latency: None });
+            }
+        };
+        let Some(bytes) = exported else {
+            return Ok(RunReport {
+                exit: Exit::TimedOut,
+                duration: started.elapsed(),
+                output_tail: format!(
+                    "exporting image `{}` from the local image store took the whole time limit",
+                    image.reference
+                ),
+                start_latency: None,
+            });
+        };
+        let export_seconds = started.elapsed().as_secs_f64();
+        tracing::info!(image = %image.reference, image_id = %local.id, bytes, export_seconds, "image exported from the local image store");
+        let spec = ProcessSpec { args: image.archive_args.clone(), ..job.spec.clone() };
+        let reading = ContainerJob { spec: &spec, ..*job };
+        let mut report = self.run_container(&reading, timeout.saturating_sub(started.elapsed()), stop).await?;
+        report.duration = started.elapsed();
+        Ok(report)
+    }
+
+    /// The local image a reference names, or `None` when the local image store has no such image.
+    async fn local_image(&self, reference: &str) -> Result<Option<LocalImage>, RunnerError> {
+        match self.docker.inspect_image(reference).await {
+            Ok(found) => Ok(Some(LocalImage {
+                id: found.id.unwrap_or_else(|| reference.to_string()),
+                size: found.size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+            })),
+            Err(e) if is_status(&e, 404) => Ok(None),
+            Err(e) => Err(RunnerError::Export { image: reference.to_string(), why: describe(&e) }),
+        }
+    }
+
+    /// Streams the image's `docker save` archive to `archive`, within `CSPM_DOCKER_LOCAL_IMAGE_MAX_MB`;
+    /// returns its size. The image is exported by id, so that what is scanned is what was inspected even
+    /// if the tag moves meanwhile. A failed export leaves no file.
+    async fn export(&self, reference: &str, local: &LocalImage, archive: &Path) -> Result<u64, RunnerError> {
+        let max = self.settings.local_image_max_bytes;
+        let too_large = |size: u64| RunnerError::Export {
+            image: reference.to_string(),
+            why: format!(
+                "the image is {} MiB or more, over the limit of {} MiB (CSPM_DOCKER_LOCAL_IMAGE_MAX_MB)",
+                size.div_ceil(1024 * 1024),
+                max / (1024 * 1024)
+            ),
+        };
+        if local.size > max {
+            return Err(too_large(local.size));
+        }
+        let written = self.write_export(reference, local, archive, max).await;
+        match written {
+            Ok(n) if n > max => Err(too_large(n)),
+            Ok(n) => Ok(n),
+            Err(e) => Err(e),
+        }
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(archive);
+        })
+    }
+
+    /// Writes the export, stopping as soon as it passes `max` bytes (the returned count then says so).
+    async fn write_export(
+        &self,
+        reference: &str,
+        local: &LocalImage,
+        archive: &Path,
+        max: u64,
+    ) -> Result<u64, RunnerError> {
+        use tokio::io::AsyncWriteExt;
+        let failed = |why: String| RunnerError::Export { image: reference.to_string(), why };
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(archive)
+            .await
+            .map_err(|e| failed(format!("cannot create {}: {e}", archive.display())))?;
+        let (uid, gid) = self.settings.user;
+        if (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw()) != (uid, gid) {
+            std::os::unix::fs::chown(archive, Some(uid), Some(gid)).map_err(|e| {
+                failed(format!("cannot give {} to the scanner's user {uid}:{gid}: {e}", archive.display()))
+            })?;
+        }
+        let mut stream = self.docker.export_image(&local.id);
+        let mut written: u64 = 0;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| failed(describe(&e)))?;
+            written += chunk.len() as u64;
+            if written > max {
+                return Ok(written);
+            }
+            file.write_all(&chunk).await.map_err(|e| failed(format!("cannot write {}: {e}", archive.display())))?;
+        }
+        file.flush().await.map_err(|e| failed(format!("cannot write {}: {e}", archive.display())))?;
+        if written == 0 {
+            return Err(failed("the daemon sent an empty archive".into()));
+        }
+        Ok(written)
     }
 
     async fn run_container(
@@ -423,15 +604,7 @@ impl DockerRunner {
         timeout: Duration,
         mut stop: StopSignal,
     ) -> Result<RunReport, RunnerError> {
-        let image = self
-            .settings
-            .image_for(job.tool)
-            .ok_or_else(|| RunnerError::Setup(self.settings.check_available(job.tool).err().unwrap_or_default()))?
-            .to_string();
-        if !is_allowed(&self.settings.allowed, &image) {
-            return Err(RunnerError::NotAllowed(image));
-        }
-        self.ensure_image(&image).await?;
+        let image = self.scanner_image(job.tool).await?;
         let name = container_name(job.subjob_id);
         let body = self.container_body(job, &image)?;
         self.prepare_output(&job.spec.workdir)?;
@@ -505,6 +678,20 @@ impl DockerRunner {
         self.remove(&name).await;
         self.metrics.containers_running.dec();
         Ok(RunReport { exit, duration: started.elapsed(), output_tail, start_latency: Some(start_latency) })
+    }
+
+    /// The tool's image, allowed and present (pulled by policy).
+    async fn scanner_image(&self, tool: Tool) -> Result<String, RunnerError> {
+        let image = self
+            .settings
+            .image_for(tool)
+            .ok_or_else(|| RunnerError::Setup(self.settings.check_available(tool).err().unwrap_or_default()))?
+            .to_string();
+        if !is_allowed(&self.settings.allowed, &image) {
+            return Err(RunnerError::NotAllowed(image));
+        }
+        self.ensure_image(&image).await?;
+        Ok(image)
     }
 
     /// SIGTERM, then SIGKILL after the grace period (`docker stop`).
@@ -832,6 +1019,11 @@ mod tests {
         .to_string();
         assert!(err.contains("CSPM_DOCKER_IMAGE_NMAP") && err.contains("not in CSPM_DOCKER_ALLOWED_IMAGES"), "{err}");
 
+        let err = settings(&[("CSPM_SCANNER_RUNNER", "docker"), ("CSPM_DOCKER_LOCAL_IMAGE_MAX_MB", "0")])
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains("CSPM_DOCKER_LOCAL_IMAGE_MAX_MB"), "{err}");
+
         let err = settings(&[("CSPM_SCANNER_RUNNER", "podman")]).expect_err("refused").to_string();
         assert!(err.contains("CSPM_SCANNER_RUNNER"), "{err}");
         let err = settings(&[("CSPM_SCANNER_RUNNER", "docker"), ("CSPM_DOCKER_USER", "0:0")])
@@ -853,6 +1045,8 @@ mod tests {
         assert_eq!(s.nano_cpus, 1_000_000_000);
         assert_eq!(s.memory_bytes, 2048 * 1024 * 1024);
         assert!(s.read_only_rootfs);
+        assert!(s.local_images);
+        assert_eq!(s.local_image_max_bytes, 4096 * 1024 * 1024);
         assert_ne!(s.user.0, 0);
         assert_eq!(s.host_path_of(Path::new("/out/run/sub")).expect("under"), PathBuf::from("/host/out/run/sub"));
         assert!(s.host_path_of(Path::new("/elsewhere/x")).is_err());

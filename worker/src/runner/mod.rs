@@ -44,6 +44,26 @@ pub struct ProcessSpec {
     pub mounts: Vec<PathMount>,
 }
 
+/// The file, in a SubJob's output directory, that a container image exported from the local image store
+/// is written to (see `ImageInput`). Scratch, never raw output: removed when the scanner ends.
+pub const IMAGE_ARCHIVE: &str = ".cspm-image.tar";
+
+/// A container image a scanner reads by reference (Trivy's `image` target). Scanner containers get no
+/// Docker socket, so an image that is only in the host's local image store (built there, never pushed)
+/// is out of their reach: the Docker runner exports it to `archive` (in the SubJob's output directory,
+/// which the container mounts) and runs `archive_args` instead of the spec's arguments. An image that is
+/// not local is read from its registry, with the spec's arguments. The local runner ignores this: a local
+/// scanner reads the local image store itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInput {
+    /// The image as the SubJob names it.
+    pub reference: String,
+    /// Where the export goes: `IMAGE_ARCHIVE` in the SubJob's output directory.
+    pub archive: PathBuf,
+    /// The scanner's arguments when it reads `archive` instead of `reference`.
+    pub archive_args: Vec<String>,
+}
+
 /// A path a scanner needs (see `ProcessSpec::mounts`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathMount {

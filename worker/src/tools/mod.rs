@@ -21,7 +21,7 @@ use cspm_shared::store::subjobs::SubJobDoc;
 use tokio::sync::mpsc;
 
 use crate::config::WorkerConfig;
-use crate::runner::ProcessSpec;
+use crate::runner::{ImageInput, ProcessSpec};
 
 /// A failure of the tool or of its output. The message becomes the SubJob's error: it must tell a person
 /// what went wrong and, where possible, what to do.
@@ -51,6 +51,9 @@ pub struct JobContext<'a> {
 pub enum Plan {
     /// Run a scanner process.
     Process(ProcessSpec),
+    /// Run a scanner process that reads a container image, which the Docker runner hands it from the
+    /// local image store when it is there (see `ImageInput`).
+    ProcessReadingImage(ProcessSpec, ImageInput),
     /// The canary: no process, the pipeline simulates one (duration and failure mode).
     Simulated { duration: Duration, failure: CanaryFailure },
 }
@@ -112,7 +115,7 @@ impl Adapter {
             Adapter::Canary => canary::parse(job, workdir, sink),
             Adapter::Nmap => nmap::parse(workdir, max_bytes, sink),
             Adapter::Prowler => prowler::parse(workdir, max_bytes, sink),
-            Adapter::Trivy => trivy::parse(workdir, max_bytes, sink),
+            Adapter::Trivy => trivy::parse_for(job, workdir, max_bytes, sink),
             Adapter::Zap => zap::parse(workdir, max_bytes, sink),
             Adapter::Wapiti => wapiti::parse(workdir, max_bytes, sink),
         }

@@ -5,6 +5,12 @@
 //! checked against the reference grammar, or a path under the operator's scan roots) and writes
 //! `trivy.json` in the SubJob's directory; `parse` reads it back.
 //!
+//! An image scan is planned with a second way to read the image (`Plan::ProcessReadingImage`): the
+//! Docker runner's scanner has no Docker socket, so for an image in the host's local image store the
+//! worker exports it to `IMAGE_ARCHIVE` and Trivy reads that (`--input`). Trivy then names the archive
+//! as the artifact; `parse_for` puts the findings back on the image the SubJob named (the same resource,
+//! identity and dedup key as a scan from the registry, with `details.image_source`).
+//!
 //! # Layouts
 //! - SchemaVersion 2: `{ArtifactName, ArtifactType, Metadata, Results: [...]}` (`image`, `fs`, `config`,
 //!   `repo`); a report with no finding may omit `Results` or write it as `null`.
@@ -80,13 +86,14 @@ use cspm_shared::domain::finding::{AffectedPackage, CodeLocation, Cvss, FindingC
 use cspm_shared::domain::native::{ArtifactKind, TargetPolicy, image_registry, path_under_roots};
 use cspm_shared::domain::severity::Severity;
 use cspm_shared::store::findings::NewFinding;
+use cspm_shared::store::subjobs::{NativeSpec, SubJobDoc};
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::{FindingSink, JobContext, Plan, ToolError, open_output};
 use crate::config::WorkerConfig;
 use crate::runner::local::find_executable;
-use crate::runner::{PathMount, ProcessSpec};
+use crate::runner::{IMAGE_ARCHIVE, ImageInput, PathMount, ProcessSpec};
 
 /// The report `plan` asks Trivy for, in the SubJob's directory.
 pub const OUTPUT_FILE: &str = "trivy.json";
@@ -110,12 +117,7 @@ pub fn check_available(config: &WorkerConfig) -> Result<(), ToolError> {
 
 pub async fn plan(ctx: &JobContext<'_>) -> Result<Plan, ToolError> {
     let spec = ctx.job.native.as_ref().ok_or_else(|| ToolError::new("the SubJob has no native target"))?;
-    // A SubJob that does not say what its target is: a path is absolute, anything else is an image.
-    let kind = spec.artifact.unwrap_or(if spec.target.trim_start().starts_with('/') {
-        ArtifactKind::Filesystem
-    } else {
-        ArtifactKind::Image
-    });
+    let kind = artifact_kind(spec);
     let scanners = scanners_for(kind, &spec.scanners)?;
     let mut mounts = Vec::new();
     let target = match kind {
@@ -167,9 +169,14 @@ pub async fn plan(ctx: &JobContext<'_>) -> Result<Plan, ToolError> {
             ]);
         }
     }
+    // Read from the local image store's export instead (the Docker runner's choice): `--input` replaces
+    // the reference, everything else stays.
+    let archive = ctx.workdir.join(IMAGE_ARCHIVE);
+    let mut archive_args = args.clone();
+    archive_args.extend(["--input".into(), archive.display().to_string()]);
     args.push("--".into());
-    args.push(target);
-    Ok(Plan::Process(ProcessSpec {
+    args.push(target.clone());
+    let spec = ProcessSpec {
         program: ctx.config.trivy_path.clone(),
         args,
         env: vec![],
@@ -178,7 +185,20 @@ pub async fn plan(ctx: &JobContext<'_>) -> Result<Plan, ToolError> {
         ok_exit_codes: vec![],
         secret_files: vec![],
         mounts,
-    }))
+    };
+    Ok(match kind {
+        ArtifactKind::Image => Plan::ProcessReadingImage(spec, ImageInput { reference: target, archive, archive_args }),
+        ArtifactKind::Filesystem | ArtifactKind::Config => Plan::Process(spec),
+    })
+}
+
+/// What a SubJob scans. One that does not say: a path is absolute, anything else is an image.
+fn artifact_kind(spec: &NativeSpec) -> ArtifactKind {
+    spec.artifact.unwrap_or(if spec.target.trim_start().starts_with('/') {
+        ArtifactKind::Filesystem
+    } else {
+        ArtifactKind::Image
+    })
 }
 
 /// The scanners to run: what the SubJob asked for (checked), or the default for the artifact: images
@@ -220,7 +240,28 @@ async fn check_registry(registry: &str, policy: &TargetPolicy) -> Result<(), Too
         .map_err(|e| ToolError::new(format!("the image registry `{registry}` may not be scanned: {e}")))
 }
 
+/// Parses the report of a SubJob. An image scan may have read the image's export from the local image
+/// store (`IMAGE_ARCHIVE`, see `ImageInput`): Trivy then names the archive, and its findings are put
+/// back on the image the SubJob named.
+pub fn parse_for(job: &SubJobDoc, workdir: &Path, max_bytes: u64, sink: &mut FindingSink) -> Result<(), ToolError> {
+    let exported = job.native.as_ref().filter(|n| artifact_kind(n) == ArtifactKind::Image).map(|n| ExportedImage {
+        archive: workdir.join(IMAGE_ARCHIVE).display().to_string(),
+        reference: n.target.trim().to_string(),
+    });
+    parse_file(workdir, max_bytes, sink, exported)
+}
+
+/// Parses the report in `workdir` as Trivy wrote it.
 pub fn parse(workdir: &Path, max_bytes: u64, sink: &mut FindingSink) -> Result<(), ToolError> {
+    parse_file(workdir, max_bytes, sink, None)
+}
+
+fn parse_file(
+    workdir: &Path,
+    max_bytes: u64,
+    sink: &mut FindingSink,
+    exported: Option<ExportedImage>,
+) -> Result<(), ToolError> {
     let path = workdir.join(OUTPUT_FILE);
     if !path.is_file() {
         return Err(ToolError::new(format!(
@@ -229,14 +270,33 @@ pub fn parse(workdir: &Path, max_bytes: u64, sink: &mut FindingSink) -> Result<(
         )));
     }
     let file = open_output(&path, max_bytes)?;
-    parse_reader(BufReader::with_capacity(64 * 1024, file), &path.display().to_string(), sink)
+    parse_reader_as(BufReader::with_capacity(64 * 1024, file), &path.display().to_string(), sink, exported)
+}
+
+/// An image the Docker runner exported from the local image store for Trivy to read (`--input`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportedImage {
+    /// The archive's path, as Trivy was given it (and names the artifact).
+    pub archive: String,
+    /// The image the SubJob named: what the findings are about.
+    pub reference: String,
 }
 
 /// Streams a Trivy JSON report into the sink (see the module documentation for the layouts).
 pub fn parse_reader<R: std::io::BufRead>(input: R, name: &str, sink: &mut FindingSink) -> Result<(), ToolError> {
+    parse_reader_as(input, name, sink, None)
+}
+
+/// `parse_reader`, with a report of `exported.archive` read as a report of `exported.reference`.
+pub fn parse_reader_as<R: std::io::BufRead>(
+    input: R,
+    name: &str,
+    sink: &mut FindingSink,
+    exported: Option<ExportedImage>,
+) -> Result<(), ToolError> {
     let content = Cell::new(false);
     let mut de = serde_json::Deserializer::from_reader(Probe { inner: input, content: &content });
-    let mut parser = Parser { sink, stopped: None, k8s_seen: HashSet::new() };
+    let mut parser = Parser { sink, stopped: None, k8s_seen: HashSet::new(), exported };
     let read = (&mut de).deserialize_any(ReportVisitor(&mut parser)).and_then(|()| de.end());
     if let Err(e) = read {
         if let Some(stopped) = parser.stopped.take() {
@@ -295,6 +355,8 @@ struct Parser<'a> {
     stopped: Option<ToolError>,
     /// Kubernetes resources scanned without error (`cluster/namespace/kind/name`), counted once each.
     k8s_seen: HashSet<String>,
+    /// The archive an image was read from, and the image (see `ExportedImage`).
+    exported: Option<ExportedImage>,
 }
 
 impl Parser<'_> {
@@ -362,6 +424,12 @@ impl<'de> Visitor<'de> for ReportVisitor<'_, '_> {
                     let v = map.next_value::<Option<String>>()?.filter(|s| !s.trim().is_empty());
                     if key == "ArtifactName" {
                         artifact.name = v;
+                        if let Some(e) = &p.exported
+                            && artifact.name.as_deref() == Some(e.archive.as_str())
+                        {
+                            artifact.name = Some(e.reference.clone());
+                            artifact.archive = Some(e.archive.clone());
+                        }
                     } else {
                         artifact.kind = v;
                     }
@@ -747,9 +815,21 @@ struct Artifact {
     image_id: Option<String>,
     repo_digest: Option<String>,
     os: Option<String>,
+    /// Set when Trivy read the image from its export (`name` is then the image, not this path).
+    archive: Option<String>,
 }
 
 impl Artifact {
+    /// A target as if Trivy had read the image itself: its OS packages are `<archive> (debian 12.11)`.
+    fn unarchived(&self, target: String) -> String {
+        match (&self.archive, &self.name) {
+            (Some(archive), Some(name)) if target.starts_with(archive.as_str()) => {
+                format!("{name}{}", &target[archive.len()..])
+            }
+            _ => target,
+        }
+    }
+
     fn apply(&mut self, m: Metadata) {
         self.image_id = m.image_id.filter(|s| !s.is_empty());
         self.repo_digest = m.repo_digests.and_then(|d| d.into_iter().next());
@@ -803,9 +883,14 @@ struct ResultCtx<'s> {
 impl<'s> ResultCtx<'s> {
     fn new(place: Place<'s>, target: String, class: String, kind: String) -> Self {
         let mut details = Document::new();
+        let target = match place {
+            Place::Report(a) => a.unarchived(target),
+            Place::Kubernetes(_) => target,
+        };
         let resource_uid = match place {
             Place::Report(a) => {
                 put(&mut details, "artifact", a.name.clone());
+                put(&mut details, "image_source", a.archive.as_ref().map(|_| "local_image_store".to_string()));
                 put(&mut details, "artifact_type", a.kind.clone());
                 put(&mut details, "image_id", a.image_id.clone());
                 put(&mut details, "repo_digest", a.repo_digest.clone());
@@ -2142,7 +2227,7 @@ mod tests {
         let mongo = mongo().await;
         let ctx = JobContext { job, mongo: &mongo, workdir: workdir.to_path_buf(), config };
         match plan(&ctx).await? {
-            Plan::Process(spec) => Ok(spec),
+            Plan::Process(spec) | Plan::ProcessReadingImage(spec, _) => Ok(spec),
             Plan::Simulated { .. } => panic!("trivy plans a process"),
         }
     }
@@ -2195,6 +2280,101 @@ mod tests {
         assert!(image.args.windows(2).any(|w| w == ["--scanners", "vuln"]), "{:?}", image.args);
         let image = plan_for(&cfg, &subjob("alpine:3.19", Some(ArtifactKind::Image), &[]), &out).await.expect("plan");
         assert!(image.args.windows(2).any(|w| w == ["--scanners", "vuln,secret"]), "{:?}", image.args);
+    }
+
+    #[tokio::test]
+    async fn an_image_plan_says_how_to_read_the_image_from_a_local_export_instead() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let cfg = config(root.path(), &root.path().join("cache"));
+        let out = root.path().join("out");
+        let mongo = mongo().await;
+        let job = subjob("cspm-app:local", None, &["secret"]);
+        let ctx = JobContext { job: &job, mongo: &mongo, workdir: out.clone(), config: &cfg };
+        let Plan::ProcessReadingImage(spec, image) = plan(&ctx).await.expect("plan") else {
+            panic!("an image scan may read a local export");
+        };
+        assert_eq!(image.reference, "cspm-app:local");
+        assert_eq!(image.archive, out.join(IMAGE_ARCHIVE));
+        // The same command, with `--input <archive>` where the reference was.
+        let archive = image.archive.display().to_string();
+        assert_eq!(&spec.args[spec.args.len() - 2..], ["--".to_string(), "cspm-app:local".to_string()]);
+        assert_eq!(&image.archive_args[..image.archive_args.len() - 2], &spec.args[..spec.args.len() - 2]);
+        assert_eq!(&image.archive_args[image.archive_args.len() - 2..], ["--input".to_string(), archive]);
+        assert!(!image.archive_args.iter().any(|a| a == "cspm-app:local"), "{:?}", image.archive_args);
+
+        // Directories are read where they are.
+        let dir = root.path().join("project");
+        std::fs::create_dir(&dir).expect("project dir");
+        let fs_job = subjob(dir.to_str().expect("utf-8"), None, &[]);
+        let ctx = JobContext { job: &fs_job, mongo: &mongo, workdir: out.clone(), config: &cfg };
+        assert!(matches!(plan(&ctx).await.expect("plan"), Plan::Process(_)));
+    }
+
+    /// Trivy 0.76's report of `trivy image --input <archive>` (trimmed): it names the archive.
+    fn archive_report(archive: &str) -> String {
+        json!({
+            "SchemaVersion": 2,
+            "ArtifactName": archive,
+            "ArtifactType": "container_image",
+            "Metadata": { "OS": { "Family": "debian", "Name": "12.11" }, "ImageID": "sha256:abc" },
+            "Results": [
+                { "Target": format!("{archive} (debian 12.11)"), "Class": "os-pkgs", "Type": "debian",
+                  "Vulnerabilities": [{ "VulnerabilityID": "CVE-2024-0001", "PkgName": "libc6",
+                                        "InstalledVersion": "2.36-9", "Severity": "HIGH" }] },
+                { "Target": "/app/deploy.env", "Class": "secret",
+                  "Secrets": [{ "RuleID": "github-pat", "Category": "GitHub", "Severity": "CRITICAL",
+                                "Title": "GitHub Personal Access Token", "StartLine": 2, "EndLine": 2 }] }
+            ]
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn findings_of_an_exported_image_name_the_image_not_the_archive() {
+        let archive = "/out/run/sub/.cspm-image.tar";
+        let report = archive_report(archive);
+        let exported =
+            ExportedImage { archive: archive.to_string(), reference: "registry.example/team/app:1.2".to_string() };
+        let (found, examined) =
+            parse_with(|sink| parse_reader_as(report.as_bytes(), "trivy.json", sink, Some(exported.clone())))
+                .expect("parses");
+        assert_eq!(examined, 2);
+        let secret = found.iter().find(|f| f.rule_id == "github-pat").expect("the secret");
+        assert_eq!(secret.resource_uid, "registry.example/team/app:1.2:/app/deploy.env");
+        assert_eq!(secret.identity[0], "registry.example/team/app:1.2:/app/deploy.env");
+        let vuln = found.iter().find(|f| f.class == FindingClass::Vulnerability).expect("the CVE");
+        assert_eq!(vuln.resource_uid, "registry.example/team/app:1.2");
+        assert_eq!(vuln.resource_type, "container_image");
+        assert_eq!(vuln.resource_name.as_deref(), Some("registry.example/team/app:1.2 (debian 12.11)"));
+        for f in &found {
+            assert_eq!(f.details.get_str("artifact").ok(), Some("registry.example/team/app:1.2"));
+            assert_eq!(f.details.get_str("image_source").ok(), Some("local_image_store"));
+            let text = serde_json::to_string(f).expect("json");
+            assert!(!text.contains(".cspm-image.tar"), "the archive leaked into {text}");
+        }
+
+        // The same findings as if Trivy had read the image from its registry.
+        let pulled = archive_report("registry.example/team/app:1.2");
+        let (from_registry, _) = parse_bytes(pulled.as_bytes(), "trivy.json").expect("parses");
+        let key = |f: &NewFinding| (f.resource_uid.clone(), f.identity.clone(), f.resource_name.clone());
+        assert_eq!(found.iter().map(key).collect::<Vec<_>>(), from_registry.iter().map(key).collect::<Vec<_>>());
+        assert!(from_registry.iter().all(|f| f.details.get("image_source").is_none()));
+
+        // A report of something else is read as it is.
+        let other = ExportedImage { archive: "/elsewhere.tar".into(), reference: "x:1".into() };
+        let (found, _) =
+            parse_with(|sink| parse_reader_as(report.as_bytes(), "trivy.json", sink, Some(other))).expect("parses");
+        assert!(found.iter().all(|f| f.resource_uid.starts_with(archive)), "{found:?}");
+    }
+
+    #[test]
+    fn a_subjob_parse_maps_its_own_archive_back_to_its_image() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let archive = dir.path().join(IMAGE_ARCHIVE).display().to_string();
+        std::fs::write(dir.path().join(OUTPUT_FILE), archive_report(&archive)).expect("write");
+        let job = subjob("cspm-app:local", None, &[]);
+        let (found, _) = parse_with(|sink| parse_for(&job, dir.path(), 1 << 20, sink)).expect("parses");
+        assert!(found.iter().all(|f| f.resource_uid.starts_with("cspm-app:local")), "{found:?}");
     }
 
     #[tokio::test]

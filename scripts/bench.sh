@@ -2,7 +2,8 @@
 # Benchmarks the fleet on this machine: end-to-end throughput of canary SubJobs with two workers, and
 # creation-to-claim latency at a paced 100 SubJobs/s (in runs of 10 SubJobs, and one run per SubJob). Starts its own Redis, Mongo-wire server (or uses
 # MONGODB_URI), API, two workers and scheduler from a release build, and reports CPU seconds per process
-# (to show which part of the cost is the database server) and the workers' resident memory.
+# (to show which part of the cost is the database server) and the workers' resident memory; last, the
+# answer times of failed sign-ins for an unknown address and for a wrong password (they must match).
 #
 # Usage: scripts/bench.sh [SUBJOBS] [LATENCY_COUNT]     (defaults: 5000 1000)
 # Results: one JSON line per phase on stdout, and $CSPM_STATE/bench/*.json.
@@ -35,6 +36,8 @@ export CLOUD_ENCRYPTION_KEY=$(python3 -c 'import secrets; print(secrets.token_he
 export DEFAULT_ADMIN_EMAIL=admin@bench.local DEFAULT_ADMIN_PASSWORD='Bench!Passw0rd-1'
 export CSPM_LOG_FORMAT=json RUST_LOG=warn
 export CSPM_MAX_SUBJOBS_PER_RUN=100000
+# The sign-in timing phase makes 62 failed sign-ins from one address: no lock, no rate limit in its way.
+export CSPM_LOGIN_MAX_FAILURES=100 CSPM_LOGIN_RATE_PER_MINUTE=100000
 
 CSPM_API_BIND="127.0.0.1:$API_PORT" "$BIN/cspm-api" >"$OUT/api.log" 2>&1 & PIDS+=($!); API_PID=$!
 W=()
@@ -78,3 +81,5 @@ measure latency bench latency --rate 100 --count "$LATENCY_COUNT" --per-run 10
 log "latency: $LATENCY_COUNT SubJobs at 100/s, each its own run (creation and roll-up per SubJob)"
 measure latency_runs bench latency --rate 100 --count "$LATENCY_COUNT" --per-run 1
 echo "{\"phase\":\"after\",\"worker_rss_kib\":[$(rss_kib "${W[0]}"),$(rss_kib "${W[1]}")]}" | tee "$OUT/after.json"
+log "sign-in: unknown address vs wrong password, 30 of each, interleaved"
+bench sign-in --count 30 | tee "$OUT/sign_in.json"

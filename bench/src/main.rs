@@ -17,6 +17,7 @@ mod compliance;
 mod containers;
 mod ingest;
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -100,6 +101,13 @@ enum Cmd {
         #[arg(long)]
         sync_only: Option<cspm_shared::ids::TeamId>,
     },
+    /// Sign-in answer times for an unknown address and for a known one with a wrong password,
+    /// interleaved: they must not tell the two apart (run against an API whose lockout threshold is
+    /// above `count`, or the known account locks, which answers the same way again).
+    SignIn {
+        #[arg(long, default_value_t = 30)]
+        count: usize,
+    },
     /// Findings per second through the worker's write path (batched upserts, lifecycle, occurrences).
     Persist {
         #[arg(long, default_value_t = 20_000)]
@@ -158,6 +166,9 @@ async fn main() -> anyhow::Result<()> {
     }
     cspm_shared::artifacts::install_tls_provider();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(120)).pool_max_idle_per_host(64).build()?;
+    if let Cmd::SignIn { count } = cli.cmd {
+        return sign_in_timing(&http, &cli.api, &cli.email, count.max(1)).await;
+    }
     let login: Value = http
         .post(format!("{}/api/auth/login", cli.api))
         .json(&json!({ "email": cli.email, "password": cli.password }))
@@ -171,8 +182,53 @@ async fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Throughput { subjobs, runs } => throughput(&client, &mongo, subjobs, runs).await,
         Cmd::Latency { rate, count, per_run } => latency(&client, &mongo, rate, count, per_run.max(1)).await,
-        Cmd::Persist { .. } | Cmd::Parse { .. } | Cmd::Containers { .. } | Cmd::Compliance { .. } => Ok(()),
+        Cmd::Persist { .. }
+        | Cmd::Parse { .. }
+        | Cmd::Containers { .. }
+        | Cmd::Compliance { .. }
+        | Cmd::SignIn { .. } => Ok(()),
     }
+}
+
+/// Times failed sign-ins of an address that has no account and of `known` with a wrong password,
+/// alternating the two so that drift in the machine's load falls on both alike.
+async fn sign_in_timing(http: &reqwest::Client, api: &str, known: &str, count: usize) -> anyhow::Result<()> {
+    let cases = [("unknown_user", "nobody-at-all@bench.invalid"), ("wrong_password", known)];
+    let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut answers: [BTreeSet<(u16, String)>; 2] = [BTreeSet::new(), BTreeSet::new()];
+    for i in 0..count + 1 {
+        for (c, (_, email)) in cases.iter().enumerate() {
+            let started = Instant::now();
+            let resp = http
+                .post(format!("{api}/api/auth/login"))
+                .json(&json!({ "email": email, "password": "Not-The-Password-1!" }))
+                .send()
+                .await?;
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await?;
+            let ms = started.elapsed().as_secs_f64() * 1e3;
+            // The first round warms connections and caches up.
+            if i > 0 {
+                times[c].push(ms);
+                answers[c].insert((status, body["detail"].as_str().unwrap_or_default().to_string()));
+            }
+        }
+    }
+    let mut out = serde_json::Map::new();
+    for (c, (name, _)) in cases.iter().enumerate() {
+        let t = &mut times[c];
+        t.sort_by(f64::total_cmp);
+        out.insert(
+            (*name).into(),
+            json!({ "p50_ms": pct(t, 50.0), "p95_ms": pct(t, 95.0), "min_ms": t[0], "max_ms": t[t.len() - 1] }),
+        );
+    }
+    out.insert("phase".into(), json!("sign_in_timing"));
+    out.insert("attempts_each".into(), json!(count));
+    out.insert("same_answers".into(), json!(answers[0] == answers[1]));
+    out.insert("p50_difference_ms".into(), json!(pct(&times[1], 50.0) - pct(&times[0], 50.0)));
+    println!("{}", Value::Object(out));
+    Ok(())
 }
 
 async fn throughput(client: &Client, mongo: &Mongo, subjobs: usize, runs: usize) -> anyhow::Result<()> {

@@ -14,3 +14,45 @@ pub fn fixtures_dir() -> PathBuf {
     }
     PathBuf::from("/work/shared/fixtures")
 }
+
+/// A native SubJob of `tool` as a worker holds it once claimed (running, first attempt, a run of one,
+/// 120 s to run), for tests that plan or parse one; override fields with struct-update syntax.
+pub fn running_native_subjob(
+    tool: crate::domain::scan::Tool,
+    native: crate::store::subjobs::NativeSpec,
+) -> crate::store::subjobs::SubJobDoc {
+    use crate::domain::scan::{SubJobStatus, ToolId};
+    use crate::ids::{RunId, SubJobId, TeamId};
+    crate::store::subjobs::SubJobDoc {
+        id: SubJobId::new(),
+        run_id: RunId::new(),
+        team_id: TeamId::new(),
+        queue: crate::queue::QueueKind::Native,
+        tool: ToolId::plain(tool),
+        region: "global".into(),
+        account_id: None,
+        provider: None,
+        provider_account_id: None,
+        native: Some(native),
+        canary: None,
+        status: SubJobStatus::Running,
+        attempts: 1,
+        max_attempts: 3,
+        timeout_secs: 120,
+        lease_owner: None,
+        lease_token: None,
+        lease_expires_at: None,
+        cancel_requested: false,
+        dispatched_at: None,
+        dispatch_token: None,
+        created_at: crate::time::Timestamp::now(),
+        started_at: None,
+        finished_at: None,
+        findings_count: 0,
+        new_findings: 0,
+        severity: Default::default(),
+        error: None,
+        last_interruption: None,
+        run_size: 1,
+    }
+}

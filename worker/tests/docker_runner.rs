@@ -17,13 +17,9 @@ use bollard::query_parameters::{
 use cspm_shared::config::Env;
 use cspm_shared::domain::native::{ArtifactKind, NetworkScanType};
 use cspm_shared::domain::scan::Tool;
-use cspm_shared::domain::scan::{SubJobStatus, ToolId};
-use cspm_shared::ids::TeamId;
 use cspm_shared::ids::{RunId, SubJobId};
-use cspm_shared::queue::QueueKind;
 use cspm_shared::store::findings::NewFinding;
 use cspm_shared::store::subjobs::{NativeSpec, SubJobDoc};
-use cspm_shared::time::Timestamp;
 use cspm_worker::config::WorkerConfig;
 use cspm_worker::metrics::WorkerMetrics;
 use cspm_worker::runner::docker::{
@@ -338,44 +334,19 @@ fn fake_github_token() -> String {
 }
 
 fn trivy_subjob(image: &str, run: &RunId, subjob: &SubJobId) -> SubJobDoc {
+    let native = NativeSpec {
+        target: image.into(),
+        ports: None,
+        scan_type: NetworkScanType::PortScan,
+        web_profile: None,
+        artifact: Some(ArtifactKind::Image),
+        scanners: vec!["secret".into()],
+    };
     SubJobDoc {
         id: subjob.clone(),
         run_id: run.clone(),
-        team_id: TeamId::new(),
-        queue: QueueKind::Native,
-        tool: ToolId::plain(Tool::Trivy),
-        region: "global".into(),
-        account_id: None,
-        provider: None,
-        provider_account_id: None,
-        native: Some(NativeSpec {
-            target: image.into(),
-            ports: None,
-            scan_type: NetworkScanType::PortScan,
-            web_profile: None,
-            artifact: Some(ArtifactKind::Image),
-            scanners: vec!["secret".into()],
-        }),
-        canary: None,
-        status: SubJobStatus::Running,
-        attempts: 1,
-        max_attempts: 3,
         timeout_secs: 300,
-        lease_owner: None,
-        lease_token: None,
-        lease_expires_at: None,
-        cancel_requested: false,
-        dispatched_at: None,
-        dispatch_token: None,
-        created_at: Timestamp::now(),
-        started_at: None,
-        finished_at: None,
-        findings_count: 0,
-        new_findings: 0,
-        severity: Default::default(),
-        error: None,
-        last_interruption: None,
-        run_size: 1,
+        ..cspm_shared::testing::running_native_subjob(Tool::Trivy, native)
     }
 }
 

@@ -1536,11 +1536,10 @@ mod tests {
 
     use cspm_shared::domain::finding::FindingStatus;
     use cspm_shared::domain::native::NetworkScanType;
-    use cspm_shared::domain::scan::{SubJobStatus, Tool, ToolId};
-    use cspm_shared::ids::{RunId, SubJobId, TeamId};
+    use cspm_shared::domain::scan::Tool;
+    use cspm_shared::ids::TeamId;
     use cspm_shared::ocsf::event::{EventContext, render};
     use cspm_shared::ocsf::schema::OcsfSchema;
-    use cspm_shared::queue::QueueKind;
     use cspm_shared::store::subjobs::{NativeSpec, SubJobDoc};
     use cspm_shared::time::Timestamp;
     use proptest::prelude::*;
@@ -2166,45 +2165,17 @@ mod tests {
     }
 
     fn subjob(target: &str, artifact: Option<ArtifactKind>, scanners: &[&str]) -> SubJobDoc {
-        SubJobDoc {
-            id: SubJobId::new(),
-            run_id: RunId::new(),
-            team_id: TeamId::new(),
-            queue: QueueKind::Native,
-            tool: ToolId::plain(Tool::Trivy),
-            region: "global".into(),
-            account_id: None,
-            provider: None,
-            provider_account_id: None,
-            native: Some(NativeSpec {
+        cspm_shared::testing::running_native_subjob(
+            Tool::Trivy,
+            NativeSpec {
                 target: target.into(),
                 ports: None,
                 scan_type: NetworkScanType::PortScan,
                 web_profile: None,
                 artifact,
                 scanners: scanners.iter().map(|s| s.to_string()).collect(),
-            }),
-            canary: None,
-            status: SubJobStatus::Running,
-            attempts: 1,
-            max_attempts: 3,
-            timeout_secs: 120,
-            lease_owner: None,
-            lease_token: None,
-            lease_expires_at: None,
-            cancel_requested: false,
-            dispatched_at: None,
-            dispatch_token: None,
-            created_at: Timestamp::now(),
-            started_at: None,
-            finished_at: None,
-            findings_count: 0,
-            new_findings: 0,
-            severity: Default::default(),
-            error: None,
-            last_interruption: None,
-            run_size: 1,
-        }
+            },
+        )
     }
 
     fn config(roots: &Path, cache: &Path) -> WorkerConfig {

@@ -1321,48 +1321,17 @@ pub(crate) mod tests {
         timeout_secs: i64,
     ) -> cspm_shared::store::subjobs::SubJobDoc {
         use cspm_shared::domain::native::NetworkScanType;
-        use cspm_shared::domain::scan::{SubJobStatus, Tool, ToolId};
-        use cspm_shared::ids::{RunId, SubJobId, TeamId};
+        use cspm_shared::domain::scan::Tool;
         use cspm_shared::store::subjobs::{NativeSpec, SubJobDoc};
-        SubJobDoc {
-            id: SubJobId::new(),
-            run_id: RunId::new(),
-            team_id: TeamId::new(),
-            queue: cspm_shared::queue::QueueKind::Native,
-            tool: ToolId::plain(Tool::Zap),
-            region: "global".into(),
-            account_id: None,
-            provider: None,
-            provider_account_id: None,
-            native: Some(NativeSpec {
-                target: url.into(),
-                ports: None,
-                scan_type: NetworkScanType::PortScan,
-                web_profile: profile,
-                artifact: None,
-                scanners: vec![],
-            }),
-            canary: None,
-            status: SubJobStatus::Running,
-            attempts: 1,
-            max_attempts: 3,
-            timeout_secs,
-            lease_owner: None,
-            lease_token: None,
-            lease_expires_at: None,
-            cancel_requested: false,
-            dispatched_at: None,
-            dispatch_token: None,
-            created_at: Timestamp::now(),
-            started_at: None,
-            finished_at: None,
-            findings_count: 0,
-            new_findings: 0,
-            severity: Default::default(),
-            error: None,
-            last_interruption: None,
-            run_size: 1,
-        }
+        let native = NativeSpec {
+            target: url.into(),
+            ports: None,
+            scan_type: NetworkScanType::PortScan,
+            web_profile: profile,
+            artifact: None,
+            scanners: vec![],
+        };
+        SubJobDoc { timeout_secs, ..cspm_shared::testing::running_native_subjob(Tool::Zap, native) }
     }
 
     proptest! {

@@ -132,8 +132,8 @@ impl<R: BufRead> JsonArrayReader<R> {
     }
 
     /// Reads until the buffer holds `want` bytes past `start` or the input ends. Consumed text is
-    /// dropped first once it is at least half the buffer, so each byte is moved at most once and the
-    /// buffer stays about twice the read-ahead.
+    /// dropped first once it is at least half the buffer, so the text moved is at most what was
+    /// consumed, and the buffer stays about twice the read-ahead.
     fn fill(&mut self, want: usize) -> Result<(), ArrayError> {
         if self.start > 0 && self.start >= self.text.len() / 2 {
             self.text.drain(..self.start);

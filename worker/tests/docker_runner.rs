@@ -384,6 +384,27 @@ fn trivy_job<'a>(spec: &'a ProcessSpec, run: &'a RunId, subjob: &'a SubJobId) ->
     ContainerJob { spec, tool: Tool::Trivy, program: container_program(Tool::Trivy), run_id: run, subjob_id: subjob }
 }
 
+/// A Trivy image SubJob of `image`, planned and run through the rig's runner: what it planned, where,
+/// and how the run ended.
+struct TrivyRun {
+    job: SubJobDoc,
+    subjob: SubJobId,
+    dir: PathBuf,
+    spec: ProcessSpec,
+    input: ImageInput,
+    result: Result<cspm_worker::runner::RunReport, RunnerError>,
+}
+
+async fn run_trivy_image(rig: &Rig, image: &str, timeout: Duration) -> TrivyRun {
+    let (run, subjob) = (RunId::new(), SubJobId::new());
+    let dir = rig.workdir(&subjob);
+    let job = trivy_subjob(image, &run, &subjob);
+    let (spec, input) = trivy_plan(&job, &dir).await;
+    let (_tx, rx) = no_stop();
+    let result = rig.runner.run_reading_image(trivy_job(&spec, &run, &subjob), Some(&input), timeout, rx).await;
+    TrivyRun { job, subjob, dir, spec, input, result }
+}
+
 fn files_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .expect("read dir")
@@ -398,18 +419,10 @@ async fn an_image_only_in_the_local_store_is_scanned_from_the_workers_export_and
     let rig = trivy_rig(&[]).await;
     let token = fake_github_token();
     let image = LocalImage::build(&[("deploy.env", &format!("REGION=eu-west-1\nGITHUB_TOKEN={token}\n"))]);
-    let (run, subjob) = (RunId::new(), SubJobId::new());
-    let dir = rig.workdir(&subjob);
-    let job = trivy_subjob(&image.0, &run, &subjob);
-    let (spec, input) = trivy_plan(&job, &dir).await;
-    let (_tx, rx) = no_stop();
-
     let started = Instant::now();
-    let report = rig
-        .runner
-        .run_reading_image(trivy_job(&spec, &run, &subjob), Some(&input), Duration::from_secs(300), rx)
-        .await
-        .expect("runs");
+    let TrivyRun { job, subjob, dir, spec, input, result } =
+        run_trivy_image(&rig, &image.0, Duration::from_secs(300)).await;
+    let report = result.expect("runs");
     let elapsed = started.elapsed();
     assert!(report.succeeded(&spec), "{:?}: {}", report.exit, report.output_tail);
     assert!(!input.archive.exists(), "the image export outlived the scan");
@@ -463,16 +476,8 @@ fn parse(job: &SubJobDoc, dir: &Path) -> (Vec<NewFinding>, u64) {
 async fn a_local_image_over_the_export_limit_fails_naming_the_limit_and_leaves_nothing() {
     let rig = trivy_rig(&[("CSPM_DOCKER_LOCAL_IMAGE_MAX_MB", "1")]).await;
     let image = LocalImage::build(&[("readme.txt", "nothing here\n")]);
-    let (run, subjob) = (RunId::new(), SubJobId::new());
-    let dir = rig.workdir(&subjob);
-    let job = trivy_subjob(&image.0, &run, &subjob);
-    let (spec, input) = trivy_plan(&job, &dir).await;
-    let (_tx, rx) = no_stop();
-    let err = rig
-        .runner
-        .run_reading_image(trivy_job(&spec, &run, &subjob), Some(&input), Duration::from_secs(120), rx)
-        .await
-        .expect_err("too large");
+    let TrivyRun { subjob, dir, result, .. } = run_trivy_image(&rig, &image.0, Duration::from_secs(120)).await;
+    let err = result.expect_err("too large");
     let text = err.to_string();
     assert!(matches!(err, RunnerError::Export { .. }), "{text}");
     assert!(text.contains(&image.0) && text.contains("CSPM_DOCKER_LOCAL_IMAGE_MAX_MB"), "{text}");
@@ -485,16 +490,8 @@ async fn an_image_neither_local_nor_reachable_fails_with_the_registrys_error() {
     let rig = trivy_rig(&[]).await;
     // Nothing listens on port 9: the registry cannot be reached, and the image is not local.
     let image = "127.0.0.1:9/cspm/absent:1";
-    let (run, subjob) = (RunId::new(), SubJobId::new());
-    let dir = rig.workdir(&subjob);
-    let job = trivy_subjob(image, &run, &subjob);
-    let (spec, input) = trivy_plan(&job, &dir).await;
-    let (_tx, rx) = no_stop();
-    let report = rig
-        .runner
-        .run_reading_image(trivy_job(&spec, &run, &subjob), Some(&input), Duration::from_secs(180), rx)
-        .await
-        .expect("the scanner runs, and fails");
+    let TrivyRun { subjob, spec, input, result, .. } = run_trivy_image(&rig, image, Duration::from_secs(180)).await;
+    let report = result.expect("the scanner runs, and fails");
     assert!(!report.succeeded(&spec), "{:?}", report.exit);
     let tail = &report.output_tail;
     assert!(tail.contains(image), "{tail}");
@@ -505,16 +502,8 @@ async fn an_image_neither_local_nor_reachable_fails_with_the_registrys_error() {
     // With local images off, even an image the host has goes to its registry (here: none reachable).
     let rig = trivy_rig(&[("CSPM_DOCKER_LOCAL_IMAGES", "false")]).await;
     let local = LocalImage::build(&[("readme.txt", "nothing here\n")]);
-    let (run, subjob) = (RunId::new(), SubJobId::new());
-    let dir = rig.workdir(&subjob);
-    let job = trivy_subjob(&local.0, &run, &subjob);
-    let (spec, input) = trivy_plan(&job, &dir).await;
-    let (_tx, rx) = no_stop();
-    let report = rig
-        .runner
-        .run_reading_image(trivy_job(&spec, &run, &subjob), Some(&input), Duration::from_secs(180), rx)
-        .await
-        .expect("the scanner runs, and fails");
+    let TrivyRun { subjob, spec, input, result, .. } = run_trivy_image(&rig, &local.0, Duration::from_secs(180)).await;
+    let report = result.expect("the scanner runs, and fails");
     assert!(!report.succeeded(&spec), "{:?}: {}", report.exit, report.output_tail);
     assert!(!input.archive.exists());
     assert!(!rig.exists(&container_name(&subjob)).await, "the container was left behind");

@@ -28,6 +28,22 @@ fn docker_mode(output: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// A fleet whose raw outputs go to a fresh S3 bucket, with one worker in Docker mode (plus `extra`
+/// settings) writing to the returned output directory.
+async fn docker_fleet(extra: &[(&'static str, &str)]) -> (Fleet, PathBuf) {
+    let bucket = format!("cspm-{}", cspm_tests::unique_prefix());
+    cspm_tests::create_bucket(&bucket).await;
+    let s3 = cspm_tests::s3_overrides(&bucket);
+    let s3: Vec<(&str, &str)> = s3.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut fleet = Fleet::start(&s3).await;
+    let out = output_dir(&fleet, "docker-output");
+    let mut overrides = docker_mode(out.to_str().expect("utf-8"));
+    overrides.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    let overrides: Vec<(&str, &str)> = overrides.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    fleet.add_worker(&overrides);
+    (fleet, out)
+}
+
 fn output_dir(fleet: &Fleet, name: &str) -> PathBuf {
     let dir = fleet.log_dir.join(name);
     std::fs::create_dir_all(&dir).expect("output dir");
@@ -88,15 +104,7 @@ async fn artifacts_of(fleet: &Fleet, token: &str, run: &str) -> Vec<(String, Vec
 
 #[tokio::test]
 async fn a_network_scan_runs_nmap_in_a_sibling_container_and_keeps_its_output_in_s3() {
-    let bucket = format!("cspm-{}", cspm_tests::unique_prefix());
-    cspm_tests::create_bucket(&bucket).await;
-    let s3 = cspm_tests::s3_overrides(&bucket);
-    let s3: Vec<(&str, &str)> = s3.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut fleet = Fleet::start(&s3).await;
-    let out = output_dir(&fleet, "docker-output");
-    let overrides = docker_mode(out.to_str().expect("utf-8"));
-    let overrides: Vec<(&str, &str)> = overrides.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    fleet.add_worker(&overrides);
+    let (fleet, out) = docker_fleet(&[]).await;
     let token = fleet.admin().await;
     let (ls, ports) = listeners(2);
 
@@ -242,23 +250,15 @@ impl Drop for LocalImage {
 
 #[tokio::test]
 async fn an_image_scan_of_a_local_only_image_runs_trivy_in_its_container_on_the_workers_export() {
-    let bucket = format!("cspm-{}", cspm_tests::unique_prefix());
-    cspm_tests::create_bucket(&bucket).await;
-    let s3 = cspm_tests::s3_overrides(&bucket);
-    let s3: Vec<(&str, &str)> = s3.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut fleet = Fleet::start(&s3).await;
-    let out = output_dir(&fleet, "docker-output");
-    let mut overrides = docker_mode(out.to_str().expect("utf-8"));
-    overrides.extend([
-        ("CSPM_DOCKER_IMAGE_TRIVY", TRIVY_IMAGE.to_string()),
-        ("CSPM_DOCKER_NETWORK", "none".to_string()),
+    let (fleet, out) = docker_fleet(&[
+        ("CSPM_DOCKER_IMAGE_TRIVY", TRIVY_IMAGE),
+        ("CSPM_DOCKER_NETWORK", "none"),
         // No vulnerability database here: the secret scanner needs none.
-        ("CSPM_TRIVY_OFFLINE", "true".to_string()),
-        ("CSPM_DOCKER_LOCAL_IMAGES", "true".to_string()),
-        ("CSPM_DOCKER_LOCAL_IMAGE_MAX_MB", "1024".to_string()),
-    ]);
-    let overrides: Vec<(&str, &str)> = overrides.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    fleet.add_worker(&overrides);
+        ("CSPM_TRIVY_OFFLINE", "true"),
+        ("CSPM_DOCKER_LOCAL_IMAGES", "true"),
+        ("CSPM_DOCKER_LOCAL_IMAGE_MAX_MB", "1024"),
+    ])
+    .await;
     let token = fleet.admin().await;
     let secret = fake_github_token();
     let image = LocalImage::with_file("deploy.env", &format!("REGION=eu-west-1\nGITHUB_TOKEN={secret}\n"));

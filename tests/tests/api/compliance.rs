@@ -18,19 +18,15 @@ use cspm_shared::domain::role::Role;
 use cspm_shared::ids::{AccountId, RunId, SubJobId, TeamId};
 use cspm_shared::store::findings::{self, FindingScope, upsert_batch};
 use cspm_shared::store::users;
-use cspm_shared::testing::fixtures_dir;
 use cspm_shared::time::Timestamp;
 use cspm_tests::{TestApi, user_token, wait_until};
 use serde_json::{Value, json};
 
 use crate::assert_problem;
+use crate::fixtures::{fixture, import, import_bytes, json_import, prowler_aws_findings, sync_and_wait};
 
 const CROSSWALKS: [&str; 4] = ["nist-csf-2.0", "iso27001-2022", "cis-controls-v8", "pcidss-4_0"];
 const CHECK_FILES: [&str; 4] = ["nist_csf_2.0_aws", "iso27001_2022_aws", "cis_5.0_aws", "cis_controls_8.1"];
-
-fn fixture(rel: &str) -> PathBuf {
-    fixtures_dir().join(rel)
-}
 
 /// (field, file name, path) of the YAML catalog, its crosswalks and Prowler's check files.
 fn yaml_import() -> Vec<(&'static str, String, PathBuf)> {
@@ -43,75 +39,6 @@ fn yaml_import() -> Vec<(&'static str, String, PathBuf)> {
         parts.push(("check_mapping", format!("{f}.json"), fixture(&format!("prowler/compliance/{f}.json"))));
     }
     parts
-}
-
-fn json_import() -> Vec<(&'static str, String, PathBuf)> {
-    vec![
-        ("catalog", "scf-controls.json".into(), fixture("scf/security-controls-mcp/scf-controls.json")),
-        ("crosswalk", "framework-to-scf.json".into(), fixture("scf/security-controls-mcp/framework-to-scf.json")),
-    ]
-}
-
-/// A `multipart/form-data` body, as `curl -F field=@file` sends it.
-fn multipart(parts: &[(&str, String, Vec<u8>)]) -> (String, Vec<u8>) {
-    let boundary = format!("cspm-test-{}", ulid::Ulid::generate());
-    let mut body = Vec::new();
-    for (field, name, bytes) in parts {
-        body.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        body.extend_from_slice(bytes);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
-}
-
-async fn import(app: &TestApi, token: &str, parts: Vec<(&'static str, String, PathBuf)>) -> (u16, Value) {
-    let parts: Vec<(&str, String, Vec<u8>)> = parts
-        .into_iter()
-        .map(|(f, n, p)| (f, n, std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))))
-        .collect();
-    import_bytes(app, token, &parts).await
-}
-
-async fn import_bytes(app: &TestApi, token: &str, parts: &[(&str, String, Vec<u8>)]) -> (u16, Value) {
-    let (ctype, body) = multipart(parts);
-    let req = app
-        .api
-        .http
-        .post(app.api.url("/api/common-controls/import-scf"))
-        .bearer_auth(token)
-        .header("content-type", ctype)
-        // A whole catalog on a busy test server: more than the client's default minute.
-        .timeout(std::time::Duration::from_secs(300))
-        .body(body);
-    app.api.raw(req).await
-}
-
-/// Prowler's AWS example, through the worker's parser.
-fn prowler_aws_findings() -> Vec<NewFinding> {
-    let path = fixture("prowler/examples/example_output_aws.ocsf.json");
-    let file = std::fs::File::open(&path).expect("fixture");
-    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-    let parser = std::thread::spawn(move || {
-        let mut sink = cspm_worker::tools::FindingSink::new(tx, 500);
-        cspm_worker::tools::prowler::parse_reader(
-            std::io::BufReader::new(file),
-            "example_output_aws.ocsf.json",
-            &mut sink,
-        )
-        .and_then(|()| sink.flush())
-    });
-    let mut out = Vec::new();
-    while let Some(batch) = rx.blocking_recv() {
-        out.extend(batch);
-    }
-    parser.join().expect("parser thread").expect("the example parses");
-    out
 }
 
 fn aws_scope(team: &TeamId, account: &AccountId, at: i64) -> FindingScope {
@@ -129,12 +56,7 @@ fn aws_scope(team: &TeamId, account: &AccountId, at: i64) -> FindingScope {
 }
 
 async fn ingest(app: &TestApi, scope: &FindingScope) -> Vec<NewFinding> {
-    let mut batch = tokio::task::spawn_blocking(prowler_aws_findings).await.expect("parsed");
-    // The example's `finding_info.uid` is the placeholder `<finding_uid>` in every finding (it is a
-    // template of the output); the check tells them apart.
-    for f in &mut batch {
-        f.identity.push(f.rule_id.clone());
-    }
+    let batch = tokio::task::spawn_blocking(prowler_aws_findings).await.expect("parsed");
     upsert_batch(&app.mongo, scope, &batch).await.expect("stored");
     batch
 }
@@ -221,17 +143,6 @@ fn oracle_controls(check: &str) -> BTreeSet<String> {
         out.extend(cis.get(&id.to_ascii_lowercase()).cloned().unwrap_or_default());
     }
     out
-}
-
-async fn sync_and_wait(app: &TestApi, token: &str) -> Value {
-    let (s, b) = app.api.post(token, "/api/compliance-engine/sync", json!({})).await;
-    assert!(s == 202 || s == 200, "{s} {b}");
-    let job = b["job_id"].as_str().expect("job id").to_string();
-    wait_until(std::time::Duration::from_secs(60), "the sync to finish", || async {
-        let (_, j) = app.api.get(token, &format!("/api/compliance-engine/sync/{job}")).await;
-        (j["status"] != json!("running")).then_some(j)
-    })
-    .await
 }
 
 async fn control(app: &TestApi, token: &str, id: &str) -> Value {

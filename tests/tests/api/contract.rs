@@ -3,14 +3,30 @@
 //! may be a 5xx, and every answer must match the document (status, content type, body schema).
 //!
 //! Before it runs, the test makes real objects through the API (cloud accounts, scans, a native scan,
-//! schedules, API keys, team members) and gives their ids to the operations that take them (fixed path
-//! parameters in a `schemathesis.toml`), so that those operations answer with the objects rather than
-//! 404 and their success bodies are checked too. A route that deletes gets an object of its own.
+//! schedules, API keys, team members, the operator's SCF catalog, a control-state override and a
+//! finished compliance sync), stores what the scans' SubJobs would have found the way the worker does
+//! (Prowler's AWS example for the cloud scan, a Trivy image report with CVEs for the native scan, with
+//! their vulnerability occurrences) and one raw artifact of the cloud scan, and gives their ids to the
+//! operations that take them (fixed path parameters in a `schemathesis.toml`), so that those operations
+//! answer with the objects rather than 404 and their success bodies are checked too. A route that
+//! deletes gets an object of its own, and so does a route whose effect would make another's a 409 (a
+//! resolved finding is not resolved again; only a suppressed one can be unsuppressed).
 
 use std::time::Duration;
 
+use cspm_shared::artifacts::ArtifactOwner;
+use cspm_shared::compliance::store as compliance_store;
+use cspm_shared::domain::finding::NewFinding;
+use cspm_shared::ids::RunId;
+use cspm_shared::store::findings::{self, FindingScope};
+use cspm_shared::store::occurrences;
+use cspm_shared::store::subjobs::{self, SubJobDoc};
+use cspm_shared::time::Timestamp;
 use cspm_tests::{TestApi, USER_PASSWORD};
+use cspm_worker::tools::ReportKind;
 use serde_json::{Value, json};
+
+use crate::fixtures::{fixture, import, json_import, parse_report, prowler_aws_findings, sync_and_wait};
 
 /// Examples per operation in the fuzzing phase: the whole run stays within a few minutes on two cores.
 const MAX_EXAMPLES: &str = "15";
@@ -101,6 +117,12 @@ async fn the_api_keeps_its_openapi_contract_under_fuzzing() {
         "GET /api/api-keys/{key_id}",
         "GET /api/teams/{team_id}",
         "GET /api/native-scans/results/{scan_id}",
+        "GET /api/cspm/findings/{id}",
+        "GET /api/vulnerabilities/occurrences/{id}",
+        "GET /api/cloud-scans/{run_id}/artifacts/{artifact_id}",
+        "GET /api/common-controls/catalog",
+        "GET /api/common-controls/control/{scf_id}",
+        "GET /api/compliance-engine/sync/{job_id}",
     ] {
         assert!(reached.contains(op), "{op} never answered a 2xx: {reached:?}");
     }
@@ -149,14 +171,18 @@ async fn seed(app: &TestApi, token: &str) -> Seeded {
     let doomed = created("an account to delete", api.post(token, "/api/cloud-accounts", account(2)).await, "id");
     let other =
         created("an account to scan and cancel", api.post(token, "/api/cloud-accounts", account(3)).await, "id");
-    // Canary SubJobs: no scanner runs, and without a worker the runs stay queued.
-    let scan = |account: &str| json!({ "account_id": account, "regions": ["us-east-1"], "tools": ["canary:a"] });
-    let run = created("a scan", api.post(token, "/api/cloud-scans/initiate", scan(&kept)).await, "run_id");
-    let cancelled =
-        created("a scan to cancel", api.post(token, "/api/cloud-scans/initiate", scan(&other)).await, "run_id");
+    // Without a worker the runs stay queued; the Prowler scan's SubJob gets its findings below.
+    let scan = |account: &str, tool: &str| json!({ "account_id": account, "regions": ["us-east-1"], "tools": [tool] });
+    let run = created("a scan", api.post(token, "/api/cloud-scans/initiate", scan(&kept, "prowler")).await, "run_id");
+    let cancelled = created(
+        "a scan to cancel",
+        api.post(token, "/api/cloud-scans/initiate", scan(&other, "canary:a")).await,
+        "run_id",
+    );
+    // The image of the Trivy report stored for it below.
     let native = created(
         "a native scan",
-        api.post(token, "/api/native-scans/container-image", json!({ "image": "alpine:3.19" })).await,
+        api.post(token, "/api/native-scans/container-image", json!({ "image": "alpine:3.10" })).await,
         "scan_id",
     );
     let schedule = |name: &str| {
@@ -180,6 +206,72 @@ async fn seed(app: &TestApi, token: &str) -> Seeded {
     let user = created("a member", api.post(token, &members, member(1)).await, "user_id");
     let doomed_user = created("a member to remove", api.post(token, &members, member(2)).await, "user_id");
     let me = created("the caller", api.get(token, "/api/auth/me").await, "id");
+
+    // What the Prowler SubJob found, stored as the worker stores it, and its raw output.
+    let prowler = only_subjob(app, &run).await;
+    let batch = tokio::task::spawn_blocking(prowler_aws_findings).await.expect("the Prowler example parsed");
+    store_as_worker(app, &prowler, &batch).await;
+    let (status, listed) = api.get(token, &format!("/api/cspm/findings?run_id={run}&limit=500")).await;
+    assert_eq!(status, 200, "{listed}");
+    let mut stored: Vec<(bool, String)> = listed["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| {
+            let active = matches!(f["status"].as_str(), Some("open" | "reopened"));
+            (!active, f["id"].as_str().unwrap_or_default().to_string())
+        })
+        .collect();
+    stored.sort();
+    assert!(stored.len() >= 4 && !stored[0].0, "four findings, one of them active: {listed}");
+    // One finding per lifecycle route: resolving needs an active one, unsuppressing a suppressed one.
+    let mut stored = stored.into_iter().map(|(_, id)| id);
+    let mut next = || stored.next().unwrap_or_default();
+    let (to_resolve, to_suppress, suppressed, viewed) = (next(), next(), next(), next());
+    let reason = json!({ "reason": "contract: its suppression is lifted by the fuzzer" });
+    let path = format!("/api/cspm/findings/{suppressed}/suppress");
+    created("a suppressed finding", api.post(token, &path, reason).await, "id");
+    let out = tempfile::tempdir().expect("an output directory");
+    let report = "example_output_aws.ocsf.json";
+    std::fs::copy(fixture(&format!("prowler/examples/{report}")), out.path().join(report)).expect("copied");
+    let owner = ArtifactOwner {
+        team_id: prowler.team_id.clone(),
+        run_id: prowler.run_id.clone(),
+        subjob_id: prowler.id.clone(),
+        tool: prowler.tool.clone(),
+    };
+    let uploaded = app.artifacts.upload_dir(&app.mongo, &owner, out.path()).await.expect("the artifact uploaded");
+    let artifact = uploaded.first().map(|a| a.id.to_string()).expect("one artifact");
+
+    // What the native scan's Trivy SubJob found: CVEs, hence vulnerability occurrences.
+    let trivy = only_subjob(app, &native).await;
+    let batch = tokio::task::spawn_blocking(|| parse_report(ReportKind::Trivy, "trivy/golden/alpine-310.json"))
+        .await
+        .expect("the Trivy report parsed");
+    assert!(batch.iter().any(|f| !f.cves().is_empty()), "the Trivy report has CVEs");
+    store_as_worker(app, &trivy, &batch).await;
+    let (status, listed) = api.get(token, "/api/vulnerabilities/occurrences?source=container&limit=1").await;
+    assert_eq!(status, 200, "{listed}");
+    let occurrence = listed["occurrences"][0]["id"].as_str().unwrap_or_else(|| panic!("no occurrence: {listed}"));
+    let occurrence = occurrence.to_string();
+
+    // The operator's SCF catalog, a sync of the team's findings, and a control they are evidence for
+    // (one reached through a crosswalk if there is one), with an override to lift.
+    let (status, catalog) = import(app, token, json_import()).await;
+    assert_eq!(status, 201, "seeding the SCF catalog: {catalog}");
+    let job = sync_and_wait(app, token).await;
+    assert_eq!(job["status"], json!("completed"), "seeding a sync: {job}");
+    let sync_job = job["job_id"].as_str().unwrap_or_else(|| panic!("no job id: {job}")).to_string();
+    let states = compliance_store::team_states(&app.mongo, &app.admin_team().await).await.expect("control states");
+    let control = states
+        .values()
+        .filter(|c| c.evidence_count > 0)
+        .min_by_key(|c| (!c.paths.contains_key("crosswalk"), c.scf_id.clone()))
+        .map(|c| c.scf_id.clone())
+        .unwrap_or_else(|| panic!("no control has the team's findings as evidence: {states:?}"));
+    let state = json!({ "state": "implemented", "justification": "contract: lifted by the fuzzer" });
+    let path = format!("/api/common-controls/control/{control}/state");
+    created("a control-state override", api.put(token, &path, state).await, "scf_id");
 
     let mut p = Vec::new();
     for m in ["GET", "PUT"] {
@@ -235,7 +327,53 @@ async fn seed(app: &TestApi, token: &str) -> Seeded {
     p.push(("POST", "/api/teams/{team_id}/members/{user_id}/revoke-sessions", "path.user_id", user));
     p.push(("DELETE", "/api/teams/{team_id}/members/{user_id}", "path.user_id", doomed_user));
     p.push(("GET", "/api/audit-trail/user/{user_id}", "path.user_id", me));
+    p.push(("GET", "/api/cspm/findings/{id}", "path.id", viewed));
+    p.push(("POST", "/api/cspm/findings/{id}/resolve", "path.id", to_resolve));
+    p.push(("POST", "/api/cspm/findings/{id}/suppress", "path.id", to_suppress));
+    p.push(("POST", "/api/cspm/findings/{id}/unsuppress", "path.id", suppressed));
+    let decide = "/api/vulnerabilities/occurrences/{id}/status";
+    p.push(("GET", "/api/vulnerabilities/occurrences/{id}", "path.id", occurrence.clone()));
+    p.push(("PUT", decide, "path.id", occurrence));
+    // The document types `status` as any string: a status a person may set, so that a decision is made.
+    p.push(("PUT", decide, "body.status", "resolved".into()));
+    let download = "/api/cloud-scans/{run_id}/artifacts/{artifact_id}";
+    p.push(("GET", download, "path.run_id", run.clone()));
+    p.push(("GET", download, "path.artifact_id", artifact));
+    for (m, path) in [
+        ("GET", "/api/common-controls/control/{scf_id}"),
+        ("PUT", "/api/common-controls/control/{scf_id}/state"),
+        ("DELETE", "/api/common-controls/control/{scf_id}/state"),
+    ] {
+        p.push((m, path, "path.scf_id", control.clone()));
+    }
+    p.push(("GET", "/api/compliance-engine/sync/{job_id}", "path.job_id", sync_job));
     Seeded { parameters: p }
+}
+
+/// The one SubJob of a run.
+async fn only_subjob(app: &TestApi, run: &str) -> SubJobDoc {
+    let id: RunId = run.parse().unwrap_or_else(|_| panic!("`{run}` is a run id"));
+    let mut jobs = subjobs::list_for_run(&app.mongo, &id).await.expect("the run's SubJobs");
+    assert_eq!(jobs.len(), 1, "the run {run} has one SubJob");
+    jobs.remove(0)
+}
+
+/// Stores what a SubJob found as the worker's store stage does: the findings under the SubJob's scope,
+/// then the vulnerability occurrences they name.
+async fn store_as_worker(app: &TestApi, job: &SubJobDoc, batch: &[NewFinding]) {
+    let scope = FindingScope {
+        team_id: job.team_id.clone(),
+        tool: job.tool.to_string(),
+        account_id: job.account_id.clone(),
+        target: job.native.as_ref().map(|n| n.target.clone()),
+        region: job.region.clone(),
+        run_id: job.run_id.clone(),
+        subjob_id: job.id.clone(),
+        seen_at: job.started_at.unwrap_or_else(Timestamp::now),
+        cloud: job.provider.zip(job.provider_account_id.clone()),
+    };
+    findings::upsert_batch(&app.mongo, &scope, batch).await.expect("findings stored");
+    occurrences::sync_batch(&app.mongo, &scope, batch).await.expect("occurrences stored");
 }
 
 /// The operations (`METHOD /template`) that answered a 2xx at least once in the recorded exchanges.

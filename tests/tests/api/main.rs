@@ -13,6 +13,7 @@ mod compliance;
 mod contract;
 mod docs;
 mod findings;
+mod fixtures;
 mod hygiene;
 mod identity;
 mod kev;

@@ -127,7 +127,7 @@ fn check_source_url(raw: &str) -> Result<(), String> {
 /// What enrichment writes on a finding or an occurrence that names a CVE (`kev`). A listed CVE carries
 /// the catalog's fields; an unlisted one only `known_exploited: false`. A finding that names several
 /// listed CVEs carries the first one's.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct KevMark {
     pub known_exploited: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -39,8 +39,10 @@ pub struct CreateBody {
     #[serde(default)]
     description: Option<String>,
     #[serde(default)]
+    #[schemars(with = "Option<Vec<Scope>>")]
     scopes: Option<Vec<String>>,
     #[serde(default)]
+    #[schemars(with = "Option<Preset>")]
     scope_preset: Option<String>,
     #[serde(default)]
     environment: Option<String>,
@@ -60,8 +62,10 @@ pub struct UpdateBody {
     #[serde(default)]
     description: Option<String>,
     #[serde(default)]
+    #[schemars(with = "Option<Vec<Scope>>")]
     scopes: Option<Vec<String>>,
     #[serde(default)]
+    #[schemars(with = "Option<Preset>")]
     scope_preset: Option<String>,
     #[serde(default)]
     rate_limit_per_minute: Option<i64>,
@@ -366,7 +370,6 @@ pub struct KeyView {
     key_prefix: String,
     name: String,
     description: Option<String>,
-    #[schemars(with = "Vec<String>")]
     scopes: Vec<Scope>,
     scope_preset: Option<&'static str>,
     environment: &'static str,

@@ -8,16 +8,13 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use cspm_shared::compliance::catalog::{self, PartKind, Upload};
 use cspm_shared::compliance::normalize;
-use cspm_shared::compliance::state::ControlState;
-use cspm_shared::compliance::store::{self, CatalogRecord, ControlStateDoc, Override};
+use cspm_shared::compliance::state::{ControlState, Tally};
+use cspm_shared::compliance::store::{self, CatalogRecord, ControlStateDoc, Evidence, Override};
 use cspm_shared::compliance::sync::{self, SyncError, SyncJob, SyncStart, SyncTrigger};
 use cspm_shared::ids::{CatalogId, SyncJobId, UserId};
 use cspm_shared::time::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-
-use crate::openapi::Object;
 
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery, path_id};
@@ -43,7 +40,6 @@ pub struct CatalogView {
     check_requirements: i64,
     frameworks: Vec<FrameworkView>,
     /// The files it was assembled from.
-    #[schemars(with = "Vec<Object>")]
     files: Vec<cspm_shared::compliance::catalog::SourceFile>,
     warnings: Vec<String>,
     imported_by: UserId,
@@ -170,19 +166,16 @@ fn scf_id(raw: &str) -> ApiResult<String> {
 #[derive(Serialize, JsonSchema)]
 pub struct TeamControlState {
     /// The state in force: the override's, or the derived one.
-    #[schemars(with = "String")]
     state: ControlState,
-    #[schemars(with = "String")]
     derived_state: ControlState,
     reason: String,
     #[serde(rename = "override")]
     manual: Option<OverrideView>,
     /// Findings counted as failing, passing, undecided and unverified.
-    #[schemars(with = "Object")]
-    tally: Value,
+    tally: Tally,
     evidence_count: i64,
-    #[schemars(with = "Vec<Object>")]
-    evidence: Value,
+    /// The first pieces of evidence (the tally counts them all).
+    evidence: Vec<Evidence>,
     /// How findings were mapped to the control (path → count).
     paths: std::collections::BTreeMap<String, i64>,
     score_weight: Option<f64>,
@@ -192,7 +185,6 @@ pub struct TeamControlState {
 
 #[derive(Serialize, JsonSchema)]
 pub struct OverrideView {
-    #[schemars(with = "String")]
     state: ControlState,
     justification: String,
     by: UserId,
@@ -233,9 +225,9 @@ fn state_json(st: Option<&ControlStateDoc>) -> TeamControlState {
             derived_state: ControlState::NotAssessed,
             reason: "no sync has assessed this control yet".into(),
             manual: None,
-            tally: serde_json::json!({ "failing": 0, "passing": 0, "undecided": 0, "unverified": 0 }),
+            tally: Tally::default(),
             evidence_count: 0,
-            evidence: Value::Array(Vec::new()),
+            evidence: Vec::new(),
             paths: Default::default(),
             score_weight: Some(0.0),
             synced_at: None,
@@ -252,9 +244,9 @@ fn state_json(st: Option<&ControlStateDoc>) -> TeamControlState {
             by: o.by.clone(),
             at: rfc3339(o.at),
         }),
-        tally: serde_json::to_value(st.tally).unwrap_or_default(),
+        tally: st.tally,
         evidence_count: st.evidence_count,
-        evidence: serde_json::to_value(&st.evidence).unwrap_or_default(),
+        evidence: st.evidence.clone(),
         paths: st.paths.clone(),
         score_weight: st.state().weight(st.evidence_count > 0),
         synced_at: rfc3339_opt(st.synced_at),
@@ -307,6 +299,7 @@ pub async fn control(
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OverrideBody {
+    #[schemars(with = "ControlState")]
     state: String,
     justification: String,
 }
@@ -354,16 +347,13 @@ pub async fn clear_state(
 #[derive(Serialize, JsonSchema)]
 pub struct SyncJobView {
     job_id: SyncJobId,
-    #[schemars(with = "String")]
     status: cspm_shared::compliance::sync::SyncStatus,
-    #[schemars(with = "String")]
     trigger: SyncTrigger,
     requested_by: Option<UserId>,
     catalog_id: CatalogId,
     created_at: Time,
     finished_at: Option<Time>,
     /// What the sync assessed (when it finished).
-    #[schemars(with = "Option<Object>")]
     result: Option<cspm_shared::compliance::sync::SyncResult>,
     error: Option<String>,
 }
@@ -553,8 +543,7 @@ pub struct ThresholdSet {
 pub struct Scores {
     /// None until a catalog is imported.
     catalog_id: Option<CatalogId>,
-    /// Per framework: `framework`, `key`, `threshold`, `meets_threshold` and the score's counts.
-    #[schemars(with = "Vec<Object>")]
+    /// Per framework: its score, its counts and whether it meets its threshold.
     frameworks: Vec<cspm_shared::compliance::store::FrameworkRow>,
 }
 

@@ -183,8 +183,7 @@ pub struct FindingView {
     /// The same as `id`: the finding's identity across scans.
     dedup_key: String,
     tool: String,
-    /// `detection`, `vulnerability` or `compliance`.
-    #[schemars(with = "String")]
+    /// The OCSF finding class.
     class: FindingClass,
     rule_id: String,
     /// The same as `rule_id` (the seed's name).
@@ -194,10 +193,8 @@ pub struct FindingView {
     severity: Severity,
     /// 0–10, from the severity.
     risk_score: f64,
-    #[schemars(with = "String")]
     status: FindingStatus,
     /// The scanner's verdict.
-    #[schemars(with = "String")]
     result: cspm_shared::domain::finding::Verdict,
     muted: bool,
     resource: ResourceView,
@@ -210,16 +207,12 @@ pub struct FindingView {
     remediation: Option<String>,
     references: Vec<String>,
     cves: Vec<String>,
-    #[schemars(with = "Vec<Object>")]
     vulnerabilities: Vec<cspm_shared::domain::finding::Vulnerability>,
     /// The CISA KEV entry of one of its CVEs, if any.
-    #[schemars(with = "Option<Object>")]
     kev: Option<cspm_shared::kev::KevMark>,
     /// Framework → requirements.
     compliance: BTreeMap<String, Vec<String>>,
-    #[schemars(with = "Option<Object>")]
     location: Option<cspm_shared::domain::finding::CodeLocation>,
-    #[schemars(with = "Option<Object>")]
     endpoint: Option<cspm_shared::domain::finding::Endpoint>,
     /// The tool's own detail.
     #[schemars(with = "Object")]
@@ -398,11 +391,9 @@ pub struct FindingGroup {
     risk_score: f64,
     count: i64,
     resources_count: usize,
-    #[schemars(with = "Vec<String>")]
-    regions: Vec<Value>,
+    regions: Vec<String>,
     /// Cloud account ids.
-    #[schemars(with = "Vec<String>")]
-    accounts: Vec<Value>,
+    accounts: Vec<String>,
     last_seen: Option<Time>,
 }
 
@@ -454,12 +445,12 @@ pub async fn grouped(
         .take(limit as usize)
         .map(|r| {
             let severity = severity_of_id(number(&r, "severity_id"));
-            let list = |k: &str| -> Vec<Value> {
-                let mut v: Vec<Value> = r
+            let list = |k: &str| -> Vec<String> {
+                let mut v: Vec<String> = r
                     .get_array(k)
-                    .map(|a| a.iter().filter(|b| !matches!(b, Bson::Null)).map(|b| bson_to_json(b.clone())).collect())
+                    .map(|a| a.iter().filter_map(|b| b.as_str().map(str::to_string)).collect())
                     .unwrap_or_default();
-                v.sort_by_key(|x| x.to_string());
+                v.sort();
                 v
             };
             let text = |k: &str| r.get_str(k).unwrap_or_default().to_string();

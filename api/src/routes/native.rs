@@ -4,26 +4,25 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use bson::{Bson, Document, doc};
+use bson::{Bson, doc};
 use cspm_shared::domain::native::{
     ArtifactKind, NetworkScanType, WebScanProfile, WebTarget, parse_image_ref, path_under_roots,
 };
-use cspm_shared::domain::scan::RunStatus;
-use cspm_shared::domain::scan::Tool;
-use cspm_shared::ids::RunId;
+use cspm_shared::domain::provider::Provider;
+use cspm_shared::domain::scan::{RunStatus, SubJobCounts, Tool};
+use cspm_shared::ids::{AccountId, RunId};
 use cspm_shared::orchestrate::{self, NativeScanRequest, NetworkScanRequest, StartError};
-use cspm_shared::store::results;
-use cspm_shared::store::runs::RunDoc;
-use cspm_shared::store::runs::RunKind;
+use cspm_shared::store::results::{self, ResultDoc};
+use cspm_shared::store::runs::{RunDoc, RunKind, RunSummary};
 use cspm_shared::store::subjobs::NativeSpec;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery, page};
 use crate::problem::{ApiError, ApiResult};
-use crate::routes::bson_to_json;
+use crate::routes::{Time, bson_to_json, rfc3339, rfc3339_opt};
 use crate::state::AppState;
 
 #[derive(Deserialize, JsonSchema)]
@@ -301,19 +300,63 @@ fn plan_path(s: &AppState, body: PathScanBody) -> ApiResult<NativePlan> {
 /// A native scan's unified record, with its findings.
 #[derive(Serialize, JsonSchema)]
 pub struct NativeResult {
-    /// The scan's findings in the seed's shape (empty until the scan has stored some).
-    #[schemars(with = "Vec<crate::openapi::Object>")]
-    findings: Value,
+    /// The scan's first findings in the seed's shape (empty until the scan has ended).
+    findings: Vec<EmbeddedFindingView>,
     #[serde(flatten)]
     record: ResultRecord,
 }
 
-/// A native scan's unified record as it is stored (dates as RFC 3339): `scan_id`, `kind`, `tool_type`,
-/// `tools`, `target`, `scan_type`, `status`, `trigger`, `findings_count`, `created_at`, `updated_at`, …
+/// A scan's unified record.
 #[derive(Serialize, JsonSchema)]
 pub struct ResultRecord {
-    #[serde(flatten)]
-    stored: Map<String, Value>,
+    scan_id: RunId,
+    kind: RunKind,
+    /// The first tool of the scan.
+    tool_type: String,
+    tools: Vec<String>,
+    target: Option<String>,
+    account_id: Option<AccountId>,
+    provider: Option<Provider>,
+    scan_type: String,
+    status: RunStatus,
+    /// `api`, `schedule`, …
+    trigger: String,
+    findings_count: i64,
+    /// Totals, once the scan has ended.
+    summary: Option<RunSummary>,
+    /// How the scan ended, once it has.
+    metadata: Option<ResultMetadataView>,
+    created_at: Time,
+    updated_at: Time,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct ResultMetadataView {
+    completed_at: Option<Time>,
+    /// The scan's SubJobs by state.
+    sub_jobs: SubJobCounts,
+}
+
+/// A finding as a native scan's record shows it (the seed's shape).
+#[derive(Serialize, JsonSchema)]
+pub struct EmbeddedFindingView {
+    name: String,
+    severity: String,
+    description: String,
+    solution: String,
+    resource: EmbeddedResourceView,
+    status: String,
+    cves: Vec<String>,
+    /// The tool's own detail.
+    #[schemars(with = "crate::openapi::Object")]
+    details: Value,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct EmbeddedResourceView {
+    uid: String,
+    #[serde(rename = "type")]
+    kind: String,
 }
 
 pub async fn result(
@@ -323,10 +366,21 @@ pub async fn result(
 ) -> ApiResult<Json<NativeResult>> {
     let not_found = || ApiError::NotFound(format!("Scan result not found: {id}"));
     let run: RunId = id.parse().map_err(|_| not_found())?;
-    let found = results::get(&s.mongo, &caller.team, &run, RunKind::Native).await?.ok_or_else(not_found)?;
-    let mut record = result_view(found);
-    let findings = record.stored.remove("findings").unwrap_or_else(|| Value::Array(Vec::new()));
-    Ok(Json(NativeResult { findings, record }))
+    let mut found = results::get(&s.mongo, &caller.team, &run, RunKind::Native).await?.ok_or_else(not_found)?;
+    let findings = std::mem::take(&mut found.findings)
+        .into_iter()
+        .map(|f| EmbeddedFindingView {
+            name: f.name,
+            severity: f.severity,
+            description: f.description,
+            solution: f.solution,
+            resource: EmbeddedResourceView { uid: f.resource.uid, kind: f.resource.kind },
+            status: f.status,
+            cves: f.cves,
+            details: bson_to_json(Bson::Document(f.details)),
+        })
+        .collect();
+    Ok(Json(NativeResult { findings, record: result_view(found) }))
 }
 
 /// A page of native scan records (without their findings).
@@ -372,12 +426,24 @@ pub async fn results_list(
     Ok(Json(NativeResults { success: true, count: results.len(), total, results, limit, skip }))
 }
 
-/// A stored record as JSON: dates as RFC 3339, internal fields dropped.
-fn result_view(mut d: Document) -> ResultRecord {
-    d.remove("_id");
-    d.remove("team_id");
-    match bson_to_json(Bson::Document(d)) {
-        Value::Object(stored) => ResultRecord { stored },
-        _ => ResultRecord { stored: Map::new() },
+fn result_view(d: ResultDoc) -> ResultRecord {
+    ResultRecord {
+        scan_id: d.scan_id,
+        kind: d.kind,
+        tool_type: d.tool_type,
+        tools: d.tools,
+        target: d.target,
+        account_id: d.account_id,
+        provider: d.provider,
+        scan_type: d.scan_type,
+        status: d.status,
+        trigger: d.trigger,
+        findings_count: d.findings_count,
+        summary: d.summary,
+        metadata: d
+            .metadata
+            .map(|m| ResultMetadataView { completed_at: rfc3339_opt(m.completed_at), sub_jobs: m.sub_jobs }),
+        created_at: rfc3339(d.created_at),
+        updated_at: rfc3339(d.updated_at),
     }
 }

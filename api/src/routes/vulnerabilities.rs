@@ -3,16 +3,18 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use bson::{Bson, Document, doc};
-use cspm_shared::store::occurrences::{self, OccurrenceStatus};
+use bson::{Document, doc};
+use cspm_shared::domain::severity::Severity;
+use cspm_shared::ids::{AccountId, RunId, SubJobId, UserId};
+use cspm_shared::kev::KevMark;
+use cspm_shared::store::occurrences::{self, Component, Decision, OccurrenceDoc, OccurrenceStatus};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery, page};
 use crate::problem::{ApiError, ApiResult};
-use crate::routes::bson_to_json;
+use crate::routes::{Time, rfc3339};
 use crate::state::AppState;
 
 #[derive(Deserialize, JsonSchema)]
@@ -30,33 +32,114 @@ pub struct OccurrencesQuery {
     skip: Option<u64>,
 }
 
-/// An occurrence as it is stored (the scan that saw it last writes it), with its id and KEV flag.
+/// An occurrence: one CVE on one asset and component.
 #[derive(Serialize, JsonSchema)]
 pub struct OccurrenceView {
     /// `occur_` and 32 hexadecimal digits.
     id: String,
+    /// The same as `id`.
+    occurrence_id: String,
+    /// The CVE.
+    vulnerability_id: String,
+    title: String,
+    severity: Severity,
+    status: OccurrenceStatus,
+    status_changed_at: Time,
+    /// The resource the CVE was found on (an image, a host, an ARN).
+    asset_id: String,
+    asset_type: String,
+    component: Component,
+    /// The highest CVSS base score published for the CVE.
+    base_cvss: Option<f64>,
+    /// The base score × 10 (0 without one): the list's order.
+    risk_score: i64,
+    /// `P0` (act now) … `P4`, from the base score.
+    priority_rank: String,
+    fix_available: bool,
+    remediation: Option<String>,
     /// Whether the CVE is in the CISA KEV catalog.
     cisa_kev: bool,
-    /// The stored fields: `vulnerability_id`, `asset_id`, `component`, `status`, `base_cvss`,
-    /// `priority_rank`, `source`, `first_seen`, `last_seen` (RFC 3339) and the rest.
-    #[serde(flatten)]
-    stored: Map<String, Value>,
+    /// The catalog's entry, once enrichment has looked the CVE up.
+    kev: Option<KevMark>,
+    /// `cspm`, `container`, `application` or `network`.
+    source: String,
+    /// The tool that reported it last.
+    tool: String,
+    account_id: Option<AccountId>,
+    target: Option<String>,
+    region: String,
+    /// The finding that reported it last.
+    finding_id: String,
+    first_seen: Time,
+    last_seen: Time,
+    first_run_id: RunId,
+    last_run_id: RunId,
+    last_subjob_id: Option<SubJobId>,
+    /// The run that reported it again after a scan had resolved it.
+    reopened_run_id: Option<RunId>,
+    /// How a scan resolved it.
+    resolution: Option<ScanResolutionView>,
+    /// The last status a person set.
+    decision: Option<DecisionView>,
+    /// Every status a person set, oldest first.
+    history: Vec<DecisionView>,
 }
 
-fn view(mut d: Document) -> OccurrenceView {
-    d.remove("team_id");
-    let id = d.remove("_id").unwrap_or(Bson::Null);
-    let kev = cspm_shared::store::flag(&d, "cisa_kev");
-    d.remove("cisa_kev");
-    let stored = match bson_to_json(Bson::Document(d)) {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    };
-    let id = match id {
-        Bson::String(s) => s,
-        other => other.to_string(),
-    };
-    OccurrenceView { id, cisa_kev: kev, stored }
+#[derive(Serialize, JsonSchema)]
+pub struct ScanResolutionView {
+    /// `auto`: the scope's last complete scan no longer reported it.
+    kind: String,
+    run_id: RunId,
+    at: Time,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct DecisionView {
+    status: OccurrenceStatus,
+    by: UserId,
+    at: Time,
+    note: Option<String>,
+}
+
+fn decision(d: Decision) -> DecisionView {
+    DecisionView { status: d.status, by: d.by, at: rfc3339(d.at), note: d.note }
+}
+
+fn view(o: OccurrenceDoc) -> OccurrenceView {
+    OccurrenceView {
+        occurrence_id: o.id.clone(),
+        id: o.id,
+        vulnerability_id: o.vulnerability_id,
+        title: o.title,
+        severity: o.severity,
+        status: o.status,
+        status_changed_at: rfc3339(o.status_changed_at),
+        asset_id: o.asset_id,
+        asset_type: o.asset_type,
+        component: o.component,
+        base_cvss: o.base_cvss,
+        risk_score: o.risk_score,
+        priority_rank: o.priority_rank,
+        fix_available: o.fix_available,
+        remediation: o.remediation,
+        cisa_kev: o.cisa_kev,
+        kev: o.kev,
+        source: o.source,
+        tool: o.tool,
+        account_id: o.account_id,
+        target: o.target,
+        region: o.region,
+        finding_id: o.finding_id,
+        first_seen: rfc3339(o.first_seen),
+        last_seen: rfc3339(o.last_seen),
+        first_run_id: o.first_run_id,
+        last_run_id: o.last_run_id,
+        last_subjob_id: o.last_subjob_id,
+        reopened_run_id: o.reopened_run_id,
+        resolution: o.resolution.map(|r| ScanResolutionView { kind: r.kind, run_id: r.run_id, at: rfc3339(r.at) }),
+        decision: o.decision.map(decision),
+        history: o.history.into_iter().map(decision).collect(),
+    }
 }
 
 /// A page of occurrences, riskiest first.
@@ -124,9 +207,24 @@ pub async fn get(State(s): State<AppState>, caller: Caller, Path(id): Path<Strin
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusBody {
+    #[schemars(with = "SettableStatus")]
     status: String,
     #[serde(default)]
     note: Option<String>,
+}
+
+/// The statuses a person may set: `reopened` is set only by scans.
+struct SettableStatus;
+
+impl JsonSchema for SettableStatus {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SettableOccurrenceStatus".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let names: Vec<&str> =
+            OccurrenceStatus::ALL.iter().filter(|s| **s != OccurrenceStatus::Reopened).map(|s| s.as_str()).collect();
+        schemars::json_schema!({ "type": "string", "enum": names })
+    }
 }
 
 pub async fn set_status(

@@ -108,7 +108,7 @@ pub struct CheckRequirement {
 }
 
 /// A file of the version, as received.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SourceFile {
     pub field: String,
     pub name: String,

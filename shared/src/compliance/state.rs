@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::finding::{FindingStatus, Verdict};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ControlState {
     Implemented,
@@ -83,7 +83,7 @@ impl std::str::FromStr for ControlState {
 }
 
 /// What one finding says about a control.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EvidenceKind {
     Failing,
@@ -115,7 +115,7 @@ impl EvidenceKind {
 }
 
 /// The evidence of one control, counted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Tally {
     pub failing: i64,
     pub passing: i64,
@@ -173,7 +173,7 @@ pub struct Scored {
 }
 
 /// A framework's score over its controls.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FrameworkScore {
     /// Percent, two decimals; `None` when every control is not applicable.
     pub score: Option<f64>,

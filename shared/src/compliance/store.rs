@@ -21,8 +21,9 @@ use super::catalog::{Catalog, CheckRequirement, Control};
 use super::keywords::{self, Term};
 use super::mapping::MapperControl;
 use super::normalize::framework_key;
-use super::state::{ControlState, Scored, Tally};
+use super::state::{ControlState, EvidenceKind, Scored, Tally};
 use crate::db::Mongo;
+use crate::domain::finding::FindingStatus;
 use crate::error::{StoreError, StoreResult};
 use crate::ids::{CatalogId, SyncJobId, TeamId, UserId};
 use crate::time::Timestamp;
@@ -358,15 +359,17 @@ pub async fn control_frameworks(db: &Mongo, catalog: &CatalogId) -> StoreResult<
 // Control state
 
 /// One piece of evidence kept on a control (the first ones; the tally counts them all).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Evidence {
     pub finding_id: String,
     pub tool: String,
     pub rule_id: String,
     pub title: String,
-    pub status: String,
-    /// failing, passing, undecided, unverified.
-    pub kind: String,
+    /// The finding's lifecycle state when the sync read it.
+    pub status: FindingStatus,
+    /// What the finding says about the control.
+    pub kind: EvidenceKind,
+    /// How the finding was mapped to the control.
     pub path: String,
     pub explanation: String,
 }
@@ -597,7 +600,7 @@ pub async fn set_threshold(
 }
 
 /// A framework's score for the team.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct FrameworkRow {
     pub framework: String,
     pub key: String,

@@ -41,7 +41,7 @@ pub const EVIDENCE_PER_CONTROL: usize = 20;
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(300);
 
 /// Why a sync ran.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SyncTrigger {
     /// `POST /api/compliance-engine/sync`.
@@ -62,7 +62,7 @@ impl SyncTrigger {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SyncStatus {
     Running,
@@ -71,7 +71,7 @@ pub enum SyncStatus {
 }
 
 /// What a sync did.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SyncResult {
     pub findings_read: i64,
     pub mapped_findings: i64,
@@ -389,14 +389,14 @@ async fn compute_and_write(db: &Mongo, claimed: &ClaimedSync) -> StoreResult<Syn
                     tool: tool.to_string(),
                     rule_id: rule_id.to_string(),
                     title: title.to_string(),
-                    status: status.as_str().to_string(),
-                    kind: kind.as_str().to_string(),
+                    status,
+                    kind,
                     path: m.path.as_str().to_string(),
                     explanation: m.explanation.clone(),
                 };
                 if keep {
                     a.evidence.push(e);
-                } else if let Some(slot) = a.evidence.iter_mut().rev().find(|x| x.kind != "failing") {
+                } else if let Some(slot) = a.evidence.iter_mut().rev().find(|x| x.kind != EvidenceKind::Failing) {
                     *slot = e;
                 }
             }

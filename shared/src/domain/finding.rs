@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::severity::Severity;
 
 /// Which OCSF finding class a finding is.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FindingClass {
     /// Posture checks, exposures (open ports), secrets: OCSF Detection Finding (2004).
@@ -51,7 +51,7 @@ impl FindingClass {
 
 /// The tool's verdict on what it examined. Tools that only report problems (Trivy vulnerabilities, ZAP
 /// alerts, open ports) always say `Fail`; posture checkers also report what passed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     #[default]
@@ -99,7 +99,7 @@ impl Verdict {
 
 /// What a vulnerability is, by its one primary identifier (OCSF allows exactly one of these per
 /// vulnerability object).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", content = "id", rename_all = "snake_case")]
 pub enum VulnId {
     /// `CVE-2022-22965`.
@@ -138,7 +138,7 @@ impl VulnId {
 }
 
 /// One CVSS score as a source published it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Cvss {
     /// `2.0`, `3.0`, `3.1`, `4.0`.
     pub version: String,
@@ -151,7 +151,7 @@ pub struct Cvss {
 }
 
 /// The installed software a vulnerability is in.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AffectedPackage {
     pub name: String,
     pub version: String,
@@ -168,7 +168,7 @@ pub struct AffectedPackage {
 }
 
 /// One vulnerability a finding reports.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Vulnerability {
     pub id: VulnId,
     pub title: String,
@@ -214,7 +214,7 @@ impl Vulnerability {
 }
 
 /// Lines of a file a finding points at (a secret, a misconfigured resource in IaC).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CodeLocation {
     pub path: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -224,7 +224,7 @@ pub struct CodeLocation {
 }
 
 /// A network place a finding is about (an open port, a web page).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Endpoint {
     /// An IP address, when the tool reports one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -321,7 +321,7 @@ impl NewFinding {
 ///   └──▶ passed / manual (the tool's check did not fail)     └──────────────────┘
 /// ```
 /// `open` and `reopened` are the active states: what a team has to act on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FindingStatus {
     Open,

@@ -8,18 +8,21 @@
 
 use bson::{Bson, Document, doc};
 use futures::TryStreamExt;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::db::Mongo;
 use crate::domain::finding::{NewFinding, VulnId};
+use crate::domain::severity::Severity;
 use crate::error::{StoreError, StoreResult};
-use crate::ids::{TeamId, UserId};
+use crate::ids::{AccountId, RunId, SubJobId, TeamId, UserId};
+use crate::kev::KevMark;
 use crate::store::findings::{FindingScope, dedup_key};
+use crate::store::lenient_bool;
 use crate::time::Timestamp;
 
 /// Where an occurrence stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OccurrenceStatus {
     Open,
@@ -63,6 +66,131 @@ impl std::str::FromStr for OccurrenceStatus {
             format!("unknown status `{s}` (expected open, reopened, resolved, false_positive or accepted_risk)")
         })
     }
+}
+
+/// A stored occurrence.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OccurrenceDoc {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub team_id: TeamId,
+    /// The tool that reported it last (`trivy`, `trivy:fs`).
+    pub tool: String,
+    #[serde(default)]
+    pub account_id: Option<AccountId>,
+    #[serde(default)]
+    pub target: Option<String>,
+    #[serde(default)]
+    pub region: String,
+    /// `cspm`, `container`, `application` or `network` (from the tool).
+    pub source: String,
+    /// The CVE.
+    pub vulnerability_id: String,
+    #[serde(default)]
+    pub title: String,
+    pub severity: Severity,
+    /// The resource the CVE was found on (an image, a host, an ARN).
+    pub asset_id: String,
+    #[serde(default)]
+    pub asset_type: String,
+    #[serde(default)]
+    pub component: Component,
+    /// The highest CVSS base score published for the CVE.
+    #[serde(default)]
+    pub base_cvss: Option<f64>,
+    /// The base score × 10, 0 without one: the list's order.
+    #[serde(default)]
+    pub risk_score: i64,
+    /// `P0` (act now) … `P4`, from the base score.
+    pub priority_rank: String,
+    #[serde(default, deserialize_with = "lenient_bool")]
+    pub fix_available: bool,
+    #[serde(default)]
+    pub remediation: Option<String>,
+    /// The finding that reported it last.
+    pub finding_id: String,
+    pub status: OccurrenceStatus,
+    pub status_changed_at: Timestamp,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+    pub first_run_id: RunId,
+    pub last_run_id: RunId,
+    #[serde(default)]
+    pub last_subjob_id: Option<SubJobId>,
+    /// The run that reported it again after a scan had resolved it.
+    #[serde(default)]
+    pub reopened_run_id: Option<RunId>,
+    #[serde(default, deserialize_with = "lenient_bool")]
+    pub cisa_kev: bool,
+    #[serde(default)]
+    pub kev: Option<KevMark>,
+    /// How a scan resolved it (a scope's complete scan no longer reported it).
+    #[serde(default)]
+    pub resolution: Option<ScanResolution>,
+    /// The last status a person set.
+    #[serde(default)]
+    pub decision: Option<Decision>,
+    /// Every status a person set, oldest first.
+    #[serde(default, deserialize_with = "decisions")]
+    pub history: Vec<Decision>,
+}
+
+/// The package a CVE is in.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Component {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub fixed_version: Option<String>,
+    #[serde(default)]
+    pub purl: Option<String>,
+    /// Where it was found (a lock file, a jar inside an image); empty when the tool does not say.
+    #[serde(default)]
+    pub path: String,
+}
+
+/// A scan's resolution of an occurrence.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ScanResolution {
+    /// `auto`.
+    pub kind: String,
+    pub run_id: RunId,
+    pub at: Timestamp,
+}
+
+/// A status a person set on an occurrence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub status: OccurrenceStatus,
+    pub by: UserId,
+    pub at: Timestamp,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// The decision history: subdocuments, as `$push` appends them. The Mongo-wire test server stores a
+/// pushed subdocument as its JSON text instead; such an entry is read from that text.
+fn decisions<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Decision>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Entry {
+        Document(Decision),
+        Text(String),
+    }
+    let entries = Option::<Vec<Entry>>::deserialize(d)?.unwrap_or_default();
+    entries
+        .into_iter()
+        .map(|e| match e {
+            Entry::Document(d) => Ok(d),
+            Entry::Text(t) => serde_json::from_str(&t).map_err(serde::de::Error::custom),
+        })
+        .collect()
+}
+
+fn occurrence(d: Document) -> StoreResult<OccurrenceDoc> {
+    Ok(bson::deserialize_from_document(d)?)
 }
 
 /// The priority rank from a CVSS base score: P0 (act now) … P4.
@@ -234,11 +362,10 @@ pub async fn set_status(
     status: OccurrenceStatus,
     by: &UserId,
     note: Option<&str>,
-) -> StoreResult<Option<Document>> {
+) -> StoreResult<Option<OccurrenceDoc>> {
     let now = Timestamp::now();
     let entry = doc! { "status": status.as_str(), "by": by, "at": now, "note": note };
-    Ok(db
-        .occurrences
+    db.occurrences
         .find_one_and_update(
             doc! { "_id": id, "team_id": team },
             doc! {
@@ -247,11 +374,13 @@ pub async fn set_status(
             },
         )
         .return_document(mongodb::options::ReturnDocument::After)
-        .await?)
+        .await?
+        .map(occurrence)
+        .transpose()
 }
 
-pub async fn get(db: &Mongo, team: &TeamId, id: &str) -> StoreResult<Option<Document>> {
-    Ok(db.occurrences.find_one(doc! { "_id": id, "team_id": team }).await?)
+pub async fn get(db: &Mongo, team: &TeamId, id: &str) -> StoreResult<Option<OccurrenceDoc>> {
+    db.occurrences.find_one(doc! { "_id": id, "team_id": team }).await?.map(occurrence).transpose()
 }
 
 /// A page of the team's occurrences, riskiest first, and the total.
@@ -261,10 +390,10 @@ pub async fn list(
     mut filter: Document,
     skip: u64,
     limit: i64,
-) -> StoreResult<(Vec<Document>, u64)> {
+) -> StoreResult<(Vec<OccurrenceDoc>, u64)> {
     filter.insert("team_id", team);
     let total = db.occurrences.count_documents(filter.clone()).await?;
-    let rows = db
+    let rows: Vec<Document> = db
         .occurrences
         .find(filter)
         .sort(doc! { "risk_score": -1, "_id": 1 })
@@ -273,7 +402,7 @@ pub async fn list(
         .await?
         .try_collect()
         .await?;
-    Ok((rows, total))
+    Ok((rows.into_iter().map(occurrence).collect::<StoreResult<_>>()?, total))
 }
 
 #[cfg(test)]
@@ -287,6 +416,36 @@ mod tests {
         assert_eq!(priority_rank(Some(5.0)), "P2");
         assert_eq!(priority_rank(Some(0.1)), "P3");
         assert_eq!(priority_rank(None), "P4");
+    }
+
+    #[test]
+    fn decision_history_reads_subdocuments_and_their_json_text() {
+        let by = UserId::new();
+        let entry = doc! { "status": "false_positive", "by": &by, "at": 1_000_i64, "note": "not reachable" };
+        let text = serde_json::json!({ "status": "open", "by": by.as_str(), "at": 2_000, "note": null }).to_string();
+        let stored = |history: Vec<Bson>| {
+            doc! {
+                "_id": "occur_1", "team_id": TeamId::new(), "tool": "trivy", "source": "container",
+                "vulnerability_id": "CVE-2022-22965", "severity": "critical", "asset_id": "img",
+                "priority_rank": "P0", "finding_id": "f", "status": "open", "status_changed_at": 2_000_i64,
+                "first_seen": 1_i64, "last_seen": 2_i64, "first_run_id": RunId::new(), "last_run_id": RunId::new(),
+                "fix_available": 1, "cisa_kev": true, "history": history,
+            }
+        };
+        let o = occurrence(stored(vec![Bson::Document(entry), Bson::String(text)])).expect("readable");
+        let statuses: Vec<_> = o.history.iter().map(|h| (h.status, h.at.millis(), h.note.clone())).collect();
+        assert_eq!(
+            statuses,
+            vec![
+                (OccurrenceStatus::FalsePositive, 1_000, Some("not reachable".into())),
+                (OccurrenceStatus::Open, 2_000, None)
+            ]
+        );
+        assert!(o.history.iter().all(|h| h.by == by));
+        assert!(o.fix_available && o.cisa_kev, "flags stored as 0/1 or booleans read the same");
+        assert_eq!(o.component, Component::default());
+        assert!(occurrence(stored(Vec::new())).expect("readable").history.is_empty());
+        assert!(occurrence(stored(vec![Bson::String("{not json".into())])).is_err(), "an unreadable entry is an error");
     }
 
     #[test]

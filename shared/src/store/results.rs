@@ -1,19 +1,91 @@
 //! The unified scan record (`native_scans.scan_results`): one row per scan, cloud or native, kept current
 //! from creation to roll-up, so that one history view covers every kind of scan.
 
-use crate::time::Timestamp;
 use bson::{Document, doc};
 use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
 
 use crate::db::Mongo;
-use crate::domain::scan::RunStatus;
+use crate::domain::provider::Provider;
+use crate::domain::scan::{RunStatus, SubJobCounts};
 use crate::error::StoreResult;
-use crate::ids::{RunId, TeamId};
+use crate::ids::{AccountId, RunId, TeamId};
 use crate::store::findings;
-use crate::store::runs::{RunDoc, RunKind};
+use crate::store::runs::{RunDoc, RunKind, RunSummary};
+use crate::time::Timestamp;
 
 /// How many findings a native scan record embeds (the findings store holds them all).
 pub const EMBEDDED_FINDINGS: i64 = 500;
+
+/// A scan's unified record.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ResultDoc {
+    pub scan_id: RunId,
+    pub team_id: TeamId,
+    pub kind: RunKind,
+    /// The first tool of the run.
+    #[serde(default)]
+    pub tool_type: String,
+    #[serde(default)]
+    pub tools: Vec<String>,
+    #[serde(default)]
+    pub target: Option<String>,
+    #[serde(default)]
+    pub account_id: Option<AccountId>,
+    #[serde(default)]
+    pub provider: Option<Provider>,
+    pub scan_type: String,
+    pub status: RunStatus,
+    /// `api`, `schedule`, …
+    pub trigger: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    #[serde(default)]
+    pub findings_count: i64,
+    /// Set when the run ends.
+    #[serde(default)]
+    pub summary: Option<RunSummary>,
+    /// Set when the run ends.
+    #[serde(default)]
+    pub metadata: Option<ResultMetadata>,
+    /// A native scan's first findings (at most [`EMBEDDED_FINDINGS`]), set when it ends.
+    #[serde(default)]
+    pub findings: Vec<EmbeddedFinding>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResultMetadata {
+    #[serde(default)]
+    pub completed_at: Option<Timestamp>,
+    #[serde(default)]
+    pub sub_jobs: SubJobCounts,
+}
+
+/// A finding embedded in a native scan's record, in the seed's shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddedFinding {
+    pub name: String,
+    pub severity: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub solution: String,
+    pub resource: EmbeddedResource,
+    pub status: String,
+    #[serde(default)]
+    pub cves: Vec<String>,
+    /// The tool's own detail.
+    #[serde(default)]
+    pub details: Document,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmbeddedResource {
+    pub uid: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
 
 fn base_fields(run: &RunDoc) -> StoreResult<Document> {
     Ok(doc! {
@@ -38,29 +110,30 @@ pub async fn upsert_for_run(db: &Mongo, run: &RunDoc) -> StoreResult<()> {
         let summary = run.summary.clone().unwrap_or_default();
         set.insert("findings_count", summary.total_findings);
         set.insert("summary", bson::serialize_to_bson(&summary)?);
-        set.insert("metadata.completed_at", run.finished_at);
-        set.insert("metadata.sub_jobs", bson::serialize_to_bson(&run.counts.unwrap_or_default())?);
+        // The whole subdocument, written once, rather than dotted paths (which the Mongo-wire test
+        // server stores as flat keys).
+        let metadata = ResultMetadata { completed_at: run.finished_at, sub_jobs: run.counts.unwrap_or_default() };
+        set.insert("metadata", bson::serialize_to_bson(&metadata)?);
         if run.kind == RunKind::Native {
             let found = findings::last_reported_by_run(db, &run.id, EMBEDDED_FINDINGS).await?;
-            let embedded: Vec<Document> = found
+            let text = |f: &Document, k: &str| f.get_str(k).unwrap_or_default().to_string();
+            let embedded: Vec<EmbeddedFinding> = found
                 .into_iter()
-                .map(|f| {
-                    doc! {
-                        "name": f.get_str("title").unwrap_or_default(),
-                        "severity": f.get_str("severity").unwrap_or_default(),
-                        "description": f.get_str("description").unwrap_or_default(),
-                        "solution": f.get_str("remediation").unwrap_or_default(),
-                        "resource": {
-                            "uid": f.get_str("resource_uid").unwrap_or_default(),
-                            "type": f.get_str("resource_type").unwrap_or_default(),
-                        },
-                        "status": f.get_str("status").unwrap_or_default(),
-                        "cves": f.get_array("cves").cloned().unwrap_or_default(),
-                        "details": f.get_document("details").cloned().unwrap_or_default(),
-                    }
+                .map(|f| EmbeddedFinding {
+                    name: text(&f, "title"),
+                    severity: text(&f, "severity"),
+                    description: text(&f, "description"),
+                    solution: text(&f, "remediation"),
+                    resource: EmbeddedResource { uid: text(&f, "resource_uid"), kind: text(&f, "resource_type") },
+                    status: text(&f, "status"),
+                    cves: f
+                        .get_array("cves")
+                        .map(|a| a.iter().filter_map(|c| c.as_str().map(str::to_string)).collect())
+                        .unwrap_or_default(),
+                    details: f.get_document("details").cloned().unwrap_or_default(),
                 })
                 .collect();
-            set.insert("findings", embedded);
+            set.insert("findings", bson::serialize_to_bson(&embedded)?);
         }
     }
     db.scan_results
@@ -87,11 +160,12 @@ pub async fn set_status(db: &Mongo, id: &RunId, status: RunStatus) -> StoreResul
 }
 
 /// The team's record of a scan of the given kind (`native` or `cloud`).
-pub async fn get(db: &Mongo, team: &TeamId, id: &RunId, kind: RunKind) -> StoreResult<Option<Document>> {
-    Ok(db
+pub async fn get(db: &Mongo, team: &TeamId, id: &RunId, kind: RunKind) -> StoreResult<Option<ResultDoc>> {
+    let found = db
         .scan_results
         .find_one(doc! { "scan_id": id, "team_id": team, "kind": bson::serialize_to_bson(&kind)? })
-        .await?)
+        .await?;
+    Ok(found.map(bson::deserialize_from_document).transpose()?)
 }
 
 /// A page of the team's scan records, newest first, and the total that matches.
@@ -101,7 +175,7 @@ pub async fn list(
     filter: Document,
     skip: u64,
     limit: i64,
-) -> StoreResult<(Vec<Document>, u64)> {
+) -> StoreResult<(Vec<ResultDoc>, u64)> {
     let mut q = doc! { "team_id": team };
     q.extend(filter);
     let total = db.scan_results.count_documents(q.clone()).await?;
@@ -113,5 +187,7 @@ pub async fn list(
         .skip(skip)
         .limit(limit)
         .await?;
-    Ok((cursor.try_collect().await?, total))
+    let rows: Vec<Document> = cursor.try_collect().await?;
+    let rows = rows.into_iter().map(bson::deserialize_from_document).collect::<Result<_, _>>()?;
+    Ok((rows, total))
 }

@@ -257,6 +257,26 @@ impl JsonSchema for Password {
     }
 }
 
+/// A new password: the policy's length is documented (and its character classes described).
+pub struct NewPassword;
+
+impl JsonSchema for NewPassword {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "NewPassword".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        object(json!({
+            "type": "string",
+            "format": "password",
+            "minLength": cspm_shared::auth::password::MIN_LENGTH,
+            "description": "At least 12 characters, with an upper-case letter, a lower-case letter, a digit and a symbol.",
+        }))
+    }
+}
+
 /// A JSON object whose fields this document does not spell out (stored detail that varies by tool,
 /// OCSF events): `#[schemars(with = "Object")]`.
 pub struct Object;
@@ -273,7 +293,9 @@ impl JsonSchema for Object {
     }
 }
 
-/// Documents serde's `alias`: the other name is accepted in place of `canonical` (send one).
+/// Documents serde's `alias`: the other name is accepted in place of `canonical`, and a body may carry
+/// one of the two, never both (serde refuses a field given twice). A required field is then required
+/// as either name.
 pub fn alias(schema: &mut Schema, alias: &str, canonical: &str) {
     let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) else { return };
     let Some(mut p) = props.get(canonical).cloned() else { return };
@@ -282,6 +304,20 @@ pub fn alias(schema: &mut Schema, alias: &str, canonical: &str) {
         o.insert("deprecated".into(), json!(true));
     }
     props.insert(alias.to_string(), p);
+    let Some(o) = schema.as_object_mut() else { return };
+    let mut required = false;
+    if let Some(Value::Array(list)) = o.get_mut("required") {
+        required = list.iter().any(|r| r == canonical);
+        list.retain(|r| r != canonical);
+    }
+    let rule = if required {
+        json!({ "oneOf": [{ "required": [canonical] }, { "required": [alias] }] })
+    } else {
+        json!({ "not": { "required": [canonical, alias] } })
+    };
+    if let Value::Array(all) = o.entry("allOf").or_insert_with(|| json!([])) {
+        all.push(rule);
+    }
 }
 
 fn object(v: Value) -> Schema {
@@ -563,9 +599,17 @@ mod tests {
         assert_eq!(schema["additionalProperties"], false, "{schema}");
         let required: Vec<&str> =
             schema["required"].as_array().map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
-        assert!(required.contains(&"provider") && required.contains(&"account_name"), "{schema}");
-        assert!(!required.contains(&"regions"), "{schema}");
+        assert!(required.contains(&"provider") && !required.contains(&"regions"), "{schema}");
         assert!(schema["properties"]["name"].is_object(), "the alias `name` is documented: {schema}");
+        // `account_name` is required under either of its names, and only one may be sent.
+        assert!(!required.contains(&"account_name") && !required.contains(&"name"), "{schema}");
+        assert_eq!(
+            schema["allOf"][0]["oneOf"],
+            json!([{ "required": ["account_name"] }, { "required": ["name"] }]),
+            "one of the two names, not both: {schema}"
+        );
+        let update = &d["components"]["schemas"]["UpdateAccount"];
+        assert_eq!(update["allOf"][0]["not"], json!({ "required": ["account_name", "name"] }), "{update}");
         let login = &d["paths"]["/api/auth/login"]["post"]["requestBody"]["content"]["application/json"]["schema"];
         let login = &d["components"]["schemas"]
             [login["$ref"].as_str().unwrap_or_default().rsplit('/').next().unwrap_or_default()];

@@ -29,6 +29,7 @@ type Credentials = BTreeMap<String, String>;
 #[serde(deny_unknown_fields)]
 #[schemars(transform = name_alias)]
 pub struct CreateAccount {
+    #[schemars(with = "cspm_shared::domain::provider::Provider")]
     provider: String,
     /// The provider's own id: AWS account id, GCP project id, Azure subscription id.
     account_id: String,

@@ -35,6 +35,7 @@ const SHOWN_ONCE: &str = "Store this API key now: it is shown only once and cann
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
+    #[schemars(length(min = 1, max = 100), regex(pattern = r"\S"))]
     name: String,
     #[serde(default)]
     description: Option<String>,
@@ -57,6 +58,7 @@ pub struct CreateBody {
 #[serde(deny_unknown_fields)]
 pub struct UpdateBody {
     #[serde(default)]
+    #[schemars(length(min = 1, max = 100), regex(pattern = r"\S"))]
     name: Option<String>,
     /// Blank removes it.
     #[serde(default)]

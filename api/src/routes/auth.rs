@@ -264,7 +264,7 @@ pub async fn me(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<Me>
 pub struct ChangePasswordBody {
     #[schemars(with = "crate::openapi::Password")]
     current_password: SecretString,
-    #[schemars(with = "crate::openapi::Password")]
+    #[schemars(with = "crate::openapi::NewPassword")]
     new_password: SecretString,
 }
 

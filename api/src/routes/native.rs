@@ -28,6 +28,8 @@ use crate::state::AppState;
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkDiscoveryBody {
+    /// An IP address, a small CIDR block or a host name.
+    #[schemars(length(min = 1, max = 253))]
     target: String,
     #[serde(default)]
     ports: Option<String>,
@@ -137,6 +139,8 @@ fn spec(target: String) -> NativeSpec {
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebScanBody {
+    /// An http or https URL.
+    #[schemars(url, length(max = 2048), regex(pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://"))]
     target_url: String,
     #[serde(default)]
     scan_type: Option<String>,
@@ -223,6 +227,8 @@ async fn plan_web(s: &AppState, body: WebScanBody) -> ApiResult<NativePlan> {
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImageScanBody {
+    /// An image reference (`alpine:3.19`, `registry.example.com/app@sha256:…`).
+    #[schemars(length(min = 1, max = 512))]
     image: String,
     /// Trivy scanners: `vuln`, `secret`, `misconfig`, `license` (default: the first three).
     #[serde(default)]

@@ -36,9 +36,11 @@ pub enum TriggerBody {
         hours: u32,
         /// The first fire (default: an interval from now).
         #[serde(default)]
+        #[schemars(extend("format" = "date-time"))]
         start_at: Option<String>,
     },
     Once {
+        #[schemars(extend("format" = "date-time"))]
         at: String,
     },
 }
@@ -63,6 +65,7 @@ pub enum TargetBody {
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
+    #[schemars(length(min = 1, max = 200), regex(pattern = r"\S"))]
     name: String,
     #[serde(default)]
     description: Option<String>,
@@ -83,6 +86,7 @@ pub struct CreateBody {
 #[serde(deny_unknown_fields)]
 pub struct UpdateBody {
     #[serde(default)]
+    #[schemars(length(min = 1, max = 200), regex(pattern = r"\S"))]
     name: Option<String>,
     #[serde(default)]
     description: Option<String>,

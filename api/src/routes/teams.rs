@@ -176,11 +176,13 @@ pub async fn members(
 
 #[derive(Deserialize, JsonSchema)]
 pub struct AddMember {
+    #[schemars(email)]
     email: String,
+    #[schemars(with = "cspm_shared::domain::role::Role")]
     role: String,
     /// For a new user: their name and first password (the password policy applies).
     name: Option<String>,
-    #[schemars(with = "Option<crate::openapi::Password>")]
+    #[schemars(with = "Option<crate::openapi::NewPassword>")]
     password: Option<SecretString>,
 }
 
@@ -265,6 +267,7 @@ async fn keep_an_admin(s: &AppState, team: &TeamId, current: Role) -> ApiResult<
 
 #[derive(Deserialize, JsonSchema)]
 pub struct UpdateMember {
+    #[schemars(with = "cspm_shared::domain::role::Role")]
     role: String,
 }
 

@@ -77,11 +77,14 @@ pub fn dummy_hash() -> &'static str {
     DUMMY.get_or_init(|| hash_password(&hex::encode(rand::random::<[u8; 16]>())))
 }
 
+/// The policy's shortest password, in characters.
+pub const MIN_LENGTH: usize = 12;
+
 /// The password policy: at least 12 characters with an upper-case letter, a lower-case letter, a digit
 /// and a symbol. Returns what is missing.
 pub fn check_policy(password: &str) -> Result<(), String> {
     let mut missing = Vec::new();
-    if password.chars().count() < 12 {
+    if password.chars().count() < MIN_LENGTH {
         missing.push("at least 12 characters");
     }
     if !password.chars().any(char::is_uppercase) {

@@ -629,17 +629,7 @@ async fn store(ctx: &WorkerCtx, job: &SubJobDoc, workdir: &Path, adapter: Adapte
         let mut sink = FindingSink::new(tx, STORE_BATCH);
         adapter.parse(&parse_job, &dir, max, &mut sink)
     });
-    let scope = FindingScope {
-        team_id: job.team_id.clone(),
-        tool: job.tool.to_string(),
-        account_id: job.account_id.clone(),
-        target: job.native.as_ref().map(|n| n.target.clone()),
-        region: job.region.clone(),
-        run_id: job.run_id.clone(),
-        subjob_id: job.id.clone(),
-        seen_at: job.started_at.unwrap_or_else(Timestamp::now),
-        cloud: job.provider.zip(job.provider_account_id.clone()),
-    };
+    let scope = FindingScope::of_subjob(job);
     let mut outcome = Outcome::default();
     let mut store_error = None;
     let mut lease_lost = false;

@@ -48,6 +48,21 @@ pub struct FindingScope {
 }
 
 impl FindingScope {
+    /// The scope of what a SubJob reports, seen when it started.
+    pub fn of_subjob(job: &crate::store::subjobs::SubJobDoc) -> Self {
+        Self {
+            team_id: job.team_id.clone(),
+            tool: job.tool.to_string(),
+            account_id: job.account_id.clone(),
+            target: job.native.as_ref().map(|n| n.target.clone()),
+            region: job.region.clone(),
+            run_id: job.run_id.clone(),
+            subjob_id: job.id.clone(),
+            seen_at: job.started_at.unwrap_or_else(Timestamp::now),
+            cloud: job.provider.zip(job.provider_account_id.clone()),
+        }
+    }
+
     /// The filter that selects every finding of this scope.
     pub fn filter(&self) -> Document {
         doc! {

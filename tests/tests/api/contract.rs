@@ -21,7 +21,6 @@ use cspm_shared::ids::RunId;
 use cspm_shared::store::findings::{self, FindingScope};
 use cspm_shared::store::occurrences;
 use cspm_shared::store::subjobs::{self, SubJobDoc};
-use cspm_shared::time::Timestamp;
 use cspm_tests::{TestApi, USER_PASSWORD};
 use cspm_worker::tools::ReportKind;
 use serde_json::{Value, json};
@@ -360,17 +359,7 @@ async fn only_subjob(app: &TestApi, run: &str) -> SubJobDoc {
 /// Stores what a SubJob found as the worker's store stage does: the findings under the SubJob's scope,
 /// then the vulnerability occurrences they name.
 async fn store_as_worker(app: &TestApi, job: &SubJobDoc, batch: &[NewFinding]) {
-    let scope = FindingScope {
-        team_id: job.team_id.clone(),
-        tool: job.tool.to_string(),
-        account_id: job.account_id.clone(),
-        target: job.native.as_ref().map(|n| n.target.clone()),
-        region: job.region.clone(),
-        run_id: job.run_id.clone(),
-        subjob_id: job.id.clone(),
-        seen_at: job.started_at.unwrap_or_else(Timestamp::now),
-        cloud: job.provider.zip(job.provider_account_id.clone()),
-    };
+    let scope = FindingScope::of_subjob(job);
     findings::upsert_batch(&app.mongo, &scope, batch).await.expect("findings stored");
     occurrences::sync_batch(&app.mongo, &scope, batch).await.expect("occurrences stored");
 }

@@ -281,13 +281,27 @@ pub async fn earlier_catalogs(db: &Mongo, current: &str) -> StoreResult<Vec<(Str
 
 /// Removes catalogs other than `current` that were superseded, or staged and abandoned. Returns how
 /// many. Call only once `current` has settled.
+///
+/// `current` is what the caller read from the pointer, and an import may have flipped it since: so
+/// only catalogs staged before `current` are removed as earlier ones; one staged later (the catalog
+/// now in force) is kept, whatever its state says. An abandoned staging is removed after an hour.
 pub async fn remove_old(db: &Mongo, current: &str) -> StoreResult<u64> {
     let abandoned = Timestamp::now().millis() - ABANDONED_AFTER_MS;
+    let staged_at = |d: &Document| match d.get("staged_at") {
+        Some(Bson::Int64(n)) => Some(*n),
+        Some(Bson::Int32(n)) => Some(i64::from(*n)),
+        Some(Bson::Double(f)) => Some(*f as i64),
+        _ => None,
+    };
+    let Some(current_staged_at) = db.kev_catalogs.find_one(doc! { "_id": current }).await?.as_ref().and_then(staged_at)
+    else {
+        return Ok(0);
+    };
     let docs: Vec<Document> = db
         .kev_catalogs
         .find(doc! { "_id": { "$ne": current }, "$or": [
-            { "state": { "$in": ["current", "superseded"] } },
-            { "staged_at": { "$lt": abandoned } },
+            { "state": { "$in": ["current", "superseded"] }, "staged_at": { "$lt": current_staged_at } },
+            { "state": { "$in": ["staging", "staged"] }, "staged_at": { "$lt": abandoned } },
         ] })
         .projection(doc! { "_id": 1 })
         .await?

@@ -554,3 +554,36 @@ async fn kev_figures() {
     assert_eq!(pass.findings_updated, 10_000);
     assert_eq!(pass.occurrences_updated, 10_000);
 }
+
+/// A clean-up that read the pointer before an import flipped it (the settled catalog's, now earlier)
+/// removes only catalogs older than the one it read: never the one just made current, which must keep
+/// every entry for the workers to load.
+#[tokio::test]
+async fn a_clean_up_that_read_the_pointer_before_a_flip_keeps_the_new_catalog() {
+    let prefix = cspm_tests::unique_prefix();
+    let mongo = cspm_tests::connect_mongo(&prefix).await;
+    mongo.ensure_indexes().await.expect("indexes");
+    let settings = settings();
+    let pointer = || async { kev::store::current_pointer(&mongo).await.expect("db").expect("a catalog in force") };
+    let entries = |id: String| {
+        let mongo = mongo.clone();
+        async move { mongo.kev_entries.count_documents(doc! { "catalog_id": id }).await.expect("count") }
+    };
+
+    kev::import_bytes(&mongo, &settings, fixture_bytes(), Source::upload()).await.expect("imported");
+    let first = pointer().await.catalog_id;
+    kev::import_bytes(&mongo, &settings, bytes(&without_spring4shell()), Source::upload()).await.expect("imported");
+    let second = pointer().await;
+    assert_ne!(first, second.catalog_id);
+
+    // What a pass that still holds the first catalog as current does once it is settled.
+    assert_eq!(kev::store::remove_old(&mongo, &first).await.expect("removal"), 0, "nothing is older than it");
+    assert_eq!(entries(second.catalog_id.clone()).await, second.count, "the catalog in force is whole");
+    let cache = KevCache::new(mongo.clone(), Duration::from_secs(3600));
+    assert_eq!(cache.refresh_now().await.expect("loads").expect("held").len() as u64, second.count);
+
+    // The clean-up of the catalog in force removes the earlier one, entries and all.
+    assert_eq!(kev::store::remove_old(&mongo, &second.catalog_id).await.expect("removal"), 1);
+    assert_eq!(entries(first).await, 0);
+    assert_eq!(entries(second.catalog_id).await, second.count);
+}

@@ -56,3 +56,42 @@ pub fn running_native_subjob(
         run_size: 1,
     }
 }
+
+/// An image built on this host for one test (`FROM cspm-base:bookworm` with `files` added under `/app`;
+/// never pushed anywhere), removed when dropped. Its tag is `.0`.
+pub struct LocalImage(pub String);
+
+impl LocalImage {
+    pub fn build(files: &[(&str, &str)]) -> Self {
+        let name = format!("cspm-test-local-{}", ulid::Ulid::generate().to_string().to_ascii_lowercase());
+        let tag = format!("{name}:1");
+        let context = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&context).expect("build context");
+        let mut dockerfile = String::from("FROM cspm-base:bookworm\n");
+        for (name, text) in files {
+            std::fs::write(context.join(name), text).expect("context file");
+            dockerfile.push_str(&format!("COPY {name} /app/{name}\n"));
+        }
+        std::fs::write(context.join("Dockerfile"), dockerfile).expect("Dockerfile");
+        let built = std::process::Command::new("docker")
+            .args(["build", "-q", "--network", "none", "-t", &tag])
+            .arg(&context)
+            .output()
+            .expect("docker build runs");
+        let _ = std::fs::remove_dir_all(&context);
+        assert!(built.status.success(), "docker build failed: {}", String::from_utf8_lossy(&built.stderr));
+        LocalImage(tag)
+    }
+}
+
+impl Drop for LocalImage {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker").args(["rmi", "-f", &self.0]).output();
+    }
+}
+
+/// A secret Trivy's GitHub rule recognises, random so that it is no allow-listed example.
+pub fn fake_github_token() -> String {
+    let random = format!("{}{}", ulid::Ulid::generate(), ulid::Ulid::generate()).to_ascii_lowercase();
+    format!("ghp_{}", &random[..36])
+}

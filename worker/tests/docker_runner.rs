@@ -20,6 +20,7 @@ use cspm_shared::domain::scan::Tool;
 use cspm_shared::ids::{RunId, SubJobId};
 use cspm_shared::store::findings::NewFinding;
 use cspm_shared::store::subjobs::{NativeSpec, SubJobDoc};
+use cspm_shared::testing::{LocalImage, fake_github_token};
 use cspm_worker::config::WorkerConfig;
 use cspm_worker::metrics::WorkerMetrics;
 use cspm_worker::runner::docker::{
@@ -296,42 +297,6 @@ async fn orphans_of_workers_that_are_gone_are_removed_and_live_ones_kept() {
 }
 
 const TRIVY_IMAGE: &str = "cspm-trivy:local";
-
-/// An image built here for one test (never pushed anywhere), removed when dropped.
-struct LocalImage(String);
-
-impl LocalImage {
-    /// `FROM cspm-base:bookworm` with `files` added under `/app`.
-    fn build(files: &[(&str, &str)]) -> Self {
-        let tag = format!("cspm-test-local-{}:1", ulid::Ulid::generate().to_string().to_ascii_lowercase());
-        let context = tempfile::tempdir().expect("build context");
-        let mut dockerfile = format!("FROM {BASE_IMAGE}\n");
-        for (name, text) in files {
-            std::fs::write(context.path().join(name), text).expect("context file");
-            dockerfile.push_str(&format!("COPY {name} /app/{name}\n"));
-        }
-        std::fs::write(context.path().join("Dockerfile"), dockerfile).expect("Dockerfile");
-        let built = std::process::Command::new("docker")
-            .args(["build", "-q", "--network", "none", "-t", &tag])
-            .arg(context.path())
-            .output()
-            .expect("docker build runs");
-        assert!(built.status.success(), "docker build failed: {}", String::from_utf8_lossy(&built.stderr));
-        LocalImage(tag)
-    }
-}
-
-impl Drop for LocalImage {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("docker").args(["rmi", "-f", &self.0]).output();
-    }
-}
-
-/// A secret Trivy's GitHub rule recognises, random so that it is no allow-listed example.
-fn fake_github_token() -> String {
-    let random = format!("{}{}", ulid::Ulid::generate(), ulid::Ulid::generate()).to_ascii_lowercase();
-    format!("ghp_{}", &random[..36])
-}
 
 fn trivy_subjob(image: &str, run: &RunId, subjob: &SubJobId) -> SubJobDoc {
     let native = NativeSpec {

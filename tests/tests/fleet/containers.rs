@@ -8,6 +8,7 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use cspm_shared::testing::{LocalImage, fake_github_token};
 use cspm_tests::{ContainerWorker, Fleet, fleet_containers, wait_until, with};
 use serde_json::json;
 
@@ -213,41 +214,6 @@ async fn a_worker_killed_mid_scan_leaves_no_container_after_recovery() {
 
 const TRIVY_IMAGE: &str = "cspm-trivy:local";
 
-/// A secret Trivy's GitHub rule recognises, random so that it is none of its allow-listed examples.
-fn fake_github_token() -> String {
-    let random = format!("{}{}", ulid::Ulid::generate(), ulid::Ulid::generate()).to_ascii_lowercase();
-    format!("ghp_{}", &random[..36])
-}
-
-/// An image built on this host only (`FROM cspm-base:bookworm`, never pushed), removed when dropped.
-struct LocalImage(String);
-
-impl LocalImage {
-    fn with_file(name: &str, text: &str) -> Self {
-        let tag = format!("cspm-test-local-{}:1", ulid::Ulid::generate().to_string().to_ascii_lowercase());
-        let context = tempfile::tempdir().expect("build context");
-        std::fs::write(context.path().join(name), text).expect("context file");
-        std::fs::write(
-            context.path().join("Dockerfile"),
-            format!("FROM cspm-base:bookworm\nCOPY {name} /app/{name}\n"),
-        )
-        .expect("Dockerfile");
-        let built = std::process::Command::new("docker")
-            .args(["build", "-q", "--network", "none", "-t", &tag])
-            .arg(context.path())
-            .output()
-            .expect("docker build runs");
-        assert!(built.status.success(), "docker build failed: {}", String::from_utf8_lossy(&built.stderr));
-        LocalImage(tag)
-    }
-}
-
-impl Drop for LocalImage {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("docker").args(["rmi", "-f", &self.0]).output();
-    }
-}
-
 #[tokio::test]
 async fn an_image_scan_of_a_local_only_image_runs_trivy_in_its_container_on_the_workers_export() {
     let (fleet, out) = docker_fleet(&[
@@ -261,7 +227,7 @@ async fn an_image_scan_of_a_local_only_image_runs_trivy_in_its_container_on_the_
     .await;
     let token = fleet.admin().await;
     let secret = fake_github_token();
-    let image = LocalImage::with_file("deploy.env", &format!("REGION=eu-west-1\nGITHUB_TOKEN={secret}\n"));
+    let image = LocalImage::build(&[("deploy.env", &format!("REGION=eu-west-1\nGITHUB_TOKEN={secret}\n"))]);
 
     let (s, b) = fleet
         .api

@@ -1541,6 +1541,7 @@ mod tests {
     use cspm_shared::ocsf::event::{EventContext, render};
     use cspm_shared::ocsf::schema::OcsfSchema;
     use cspm_shared::store::subjobs::{NativeSpec, SubJobDoc};
+    use cspm_shared::testing::fake_github_token;
     use cspm_shared::time::Timestamp;
     use proptest::prelude::*;
     use serde_json::{Value, json};
@@ -2379,13 +2380,6 @@ mod tests {
             .expect("config");
         let err = plan_for(&no_roots, &subjob(&outside, None, &[]), &out).await.expect_err("no roots");
         assert!(err.message.contains("CSPM_SCAN_PATH_ROOTS"), "{err}");
-    }
-
-    /// A GitHub-token-shaped string that was never issued (Trivy allow-lists the AWS documentation key,
-    /// so a fresh random one is used).
-    fn fake_github_token() -> String {
-        let random = format!("{}{}", ulid::Ulid::generate(), ulid::Ulid::generate()).to_ascii_lowercase();
-        format!("ghp_{}", &random[..36])
     }
 
     #[tokio::test]

@@ -571,14 +571,9 @@ async fn simulate(
     let sleep = tokio::time::sleep(wait.min(timeout));
     tokio::pin!(sleep);
     let timed_out = wait >= timeout;
-    loop {
-        tokio::select! {
-            _ = &mut sleep => break,
-            changed = stop.changed() => {
-                if changed.is_err() { return Some(Ending::Stopped(StopReason::Shutdown)); }
-                if let Some(r) = *stop.borrow() { return Some(Ending::Stopped(r)); }
-            }
-        }
+    tokio::select! {
+        _ = &mut sleep => {}
+        reason = runner::stopped(stop) => return Some(Ending::Stopped(reason)),
     }
     if timed_out {
         return Some(Ending::TimedOut(format!(

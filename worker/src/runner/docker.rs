@@ -34,7 +34,7 @@ use cspm_shared::domain::scan::{SubJobStatus, Tool};
 use cspm_shared::ids::{RunId, SubJobId};
 use futures::StreamExt;
 
-use super::{Exit, ImageInput, ProcessSpec, RunReport, StopReason, StopSignal};
+use super::{Exit, ImageInput, ProcessSpec, RunReport, StopSignal, stopped};
 use crate::metrics::WorkerMetrics;
 
 /// Label keys on every container this fleet starts.
@@ -387,18 +387,6 @@ struct LocalImage {
     size: u64,
 }
 
-/// Waits for a stop request; a dropped sender is a shutdown.
-async fn stopped(stop: &mut StopSignal) -> StopReason {
-    loop {
-        if stop.changed().await.is_err() {
-            return StopReason::Shutdown;
-        }
-        if let Some(reason) = *stop.borrow() {
-            return reason;
-        }
-    }
-}
-
 /// A connection to the Docker daemon and the settings of the containers it starts.
 #[derive(Clone)]
 pub struct DockerRunner {
@@ -626,27 +614,18 @@ impl DockerRunner {
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
         // `None`: the container ended by itself. Otherwise how it was interrupted.
-        let interrupted = loop {
-            tokio::select! {
-                // Ok on exit 0, Err(DockerContainerWaitError) on any other code; either way it ended.
-                // The code itself is read from the container's state below.
-                ended = wait.next() => match ended {
-                    Some(Err(e @ DockerError::DockerResponseServerError { .. })) => {
-                        tracing::warn!(error = %describe(&e), "waiting for the scanner container failed");
-                        break Some(Exit::Exited(None));
-                    }
-                    _ => break None,
-                },
-                _ = &mut deadline => break Some(Exit::TimedOut),
-                changed = stop.changed() => {
-                    if changed.is_err() {
-                        break Some(Exit::Stopped(StopReason::Shutdown));
-                    }
-                    if let Some(reason) = *stop.borrow() {
-                        break Some(Exit::Stopped(reason));
-                    }
+        let interrupted = tokio::select! {
+            // Ok on exit 0, Err(DockerContainerWaitError) on any other code; either way it ended.
+            // The code itself is read from the container's state below.
+            ended = wait.next() => match ended {
+                Some(Err(e @ DockerError::DockerResponseServerError { .. })) => {
+                    tracing::warn!(error = %describe(&e), "waiting for the scanner container failed");
+                    Some(Exit::Exited(None))
                 }
-            }
+                _ => None,
+            },
+            _ = &mut deadline => Some(Exit::TimedOut),
+            reason = stopped(&mut stop) => Some(Exit::Stopped(reason)),
         };
         drop(wait);
         let (exit, note) = match interrupted {

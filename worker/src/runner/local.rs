@@ -66,20 +66,11 @@ async fn run_process(spec: &ProcessSpec, timeout: Duration, mut stop: StopSignal
 
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
-    let exit = loop {
-        tokio::select! {
-            status = child.wait() => break Exit::Exited(status?.code()),
-            _ = &mut deadline => break Exit::TimedOut,
-            changed = stop.changed() => {
-                if changed.is_err() {
-                    // The pipeline went away: nobody can use the result.
-                    break Exit::Stopped(super::StopReason::Shutdown);
-                }
-                if let Some(reason) = *stop.borrow() {
-                    break Exit::Stopped(reason);
-                }
-            }
-        }
+    let exit = tokio::select! {
+        status = child.wait() => Exit::Exited(status?.code()),
+        _ = &mut deadline => Exit::TimedOut,
+        // A dropped sender (the pipeline went away: nobody can use the result) is a shutdown.
+        reason = super::stopped(&mut stop) => Exit::Stopped(reason),
     };
     if !matches!(exit, Exit::Exited(_)) {
         terminate(&mut child, pgid).await;

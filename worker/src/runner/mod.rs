@@ -24,6 +24,19 @@ pub enum StopReason {
 /// The stop signal a running SubJob watches.
 pub type StopSignal = watch::Receiver<Option<StopReason>>;
 
+/// Waits for the next stop request (one already seen does not count again); a dropped sender is a
+/// shutdown. Cancel-safe, for `select!` beside what it interrupts.
+pub async fn stopped(stop: &mut StopSignal) -> StopReason {
+    loop {
+        if stop.changed().await.is_err() {
+            return StopReason::Shutdown;
+        }
+        if let Some(reason) = *stop.borrow() {
+            return reason;
+        }
+    }
+}
+
 /// A process to run.
 #[derive(Debug, Clone)]
 pub struct ProcessSpec {

@@ -10,11 +10,14 @@
 //!   per second and round trips per finding, first sight, seen again, and half resolved.
 //! - `containers`: the Docker runner's overhead per SubJob and how many containers run side by side
 //!   (the Docker engine only).
+//! - `queue`, `bookkeeping`: the queue alone and the database's SubJob bookkeeping alone (no fleet),
+//!   the upper bounds of the fleet's figures on this machine (see `floor`).
 //! - `compliance`: one compliance sync of a team with many findings against the full SCF catalog
 //!   imported from the fixtures (time and peak memory; the database only).
 
 mod compliance;
 mod containers;
+mod floor;
 mod ingest;
 
 use std::collections::BTreeSet;
@@ -108,6 +111,39 @@ enum Cmd {
         #[arg(long, default_value_t = 30)]
         count: usize,
     },
+    /// The queue alone (apalis-redis as the workers configure it, a handler that does nothing):
+    /// messages per second for a burst, and push-to-start delay of messages pushed one at a time.
+    Queue {
+        #[arg(long, default_value = "redis://127.0.0.1:6379")]
+        redis_url: String,
+        #[arg(long, default_value_t = 20_000)]
+        messages: usize,
+        /// Worker instances, each with its own name and concurrency (as two `cspm-worker` processes).
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Concurrency of each (the workers' default cloud concurrency is 16 in the fleet benchmark).
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Messages pushed one at a time at `rate` per second, for the delay from push to start.
+        #[arg(long, default_value_t = 1000)]
+        paced: usize,
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+    },
+    /// The database's SubJob bookkeeping alone: insert (a run's batch), claim with a lease, finish,
+    /// in the batches the workers' ledger forms.
+    Bookkeeping {
+        #[arg(long, default_value_t = 20_000)]
+        subjobs: usize,
+        #[arg(long, default_value_t = 500)]
+        per_run: usize,
+        /// SubJobs per claim and per finish round trip.
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        /// Concurrent claim-and-finish loops (two workers: 2).
+        #[arg(long, default_value_t = 2)]
+        lanes: usize,
+    },
     /// Findings per second through the worker's write path (batched upserts, lifecycle, occurrences).
     Persist {
         #[arg(long, default_value_t = 20_000)]
@@ -161,6 +197,14 @@ async fn main() -> anyhow::Result<()> {
     if let Cmd::Persist { count, batch, cve_every } = cli.cmd {
         return ingest::persist(&cli.mongodb_uri, &cli.db_prefix, count, batch.max(1), cve_every).await;
     }
+    if let Cmd::Queue { redis_url, messages, workers, concurrency, paced, rate } = &cli.cmd {
+        return floor::queue(redis_url, *messages, (*workers).max(1), (*concurrency).max(1), *paced, rate.max(1.0))
+            .await;
+    }
+    if let Cmd::Bookkeeping { subjobs, per_run, batch, lanes } = cli.cmd {
+        return floor::bookkeeping(&cli.mongodb_uri, &cli.db_prefix, subjobs, per_run.max(1), batch.max(1), lanes)
+            .await;
+    }
     if let Cmd::Compliance { findings, fixtures, sync_only } = &cli.cmd {
         return compliance::run(&cli.mongodb_uri, &cli.db_prefix, fixtures, *findings, sync_only.clone()).await;
     }
@@ -186,6 +230,8 @@ async fn main() -> anyhow::Result<()> {
         | Cmd::Parse { .. }
         | Cmd::Containers { .. }
         | Cmd::Compliance { .. }
+        | Cmd::Queue { .. }
+        | Cmd::Bookkeeping { .. }
         | Cmd::SignIn { .. } => Ok(()),
     }
 }

@@ -1,5 +1,6 @@
-//! The worker's bookkeeping, batched: claims and terminal transitions of the SubJobs this worker runs
-//! concurrently are coalesced into one database round trip each (per batch, not per SubJob).
+//! The worker's bookkeeping, batched: claims, the resolution of what a finished scan no longer reports,
+//! and terminal transitions of the SubJobs this worker runs concurrently are coalesced into one database
+//! round trip each (per batch, not per SubJob).
 //!
 //! No request waits for a batch to fill: each loop takes whatever is queued when the previous round
 //! trip returns, so batches form by themselves under load and a lone SubJob goes through at once. Every
@@ -12,6 +13,8 @@ use std::time::Duration;
 use cspm_shared::db::Mongo;
 use cspm_shared::error::{StoreError, StoreResult};
 use cspm_shared::ids::SubJobId;
+use cspm_shared::store::findings::{self, FindingScope};
+use cspm_shared::store::occurrences;
 use cspm_shared::store::subjobs::{self, Claim, Finishing};
 use tokio::sync::{mpsc, oneshot};
 
@@ -22,22 +25,33 @@ type Reply<T> = oneshot::Sender<StoreResult<T>>;
 
 pub struct Ledger {
     claims: mpsc::Sender<(SubJobId, Reply<Claim>)>,
+    resolutions: mpsc::Sender<(FindingScope, Reply<i64>)>,
     finishes: mpsc::Sender<(Finishing, Reply<bool>)>,
 }
 
 impl Ledger {
     pub fn start(db: Mongo, owner: String, lease: Duration) -> Self {
         let (claims, claim_rx) = mpsc::channel(1024);
+        let (resolutions, resolve_rx) = mpsc::channel(1024);
         let (finishes, finish_rx) = mpsc::channel(1024);
         tokio::spawn(claim_loop(db.clone(), owner, lease, claim_rx));
+        tokio::spawn(resolve_loop(db.clone(), resolve_rx));
         tokio::spawn(finish_loop(db, finish_rx));
-        Self { claims, finishes }
+        Self { claims, resolutions, finishes }
     }
 
     /// Claims a SubJob (see [`subjobs::claim`]).
     pub async fn claim(&self, id: SubJobId) -> StoreResult<Claim> {
         let (tx, rx) = oneshot::channel();
         self.claims.send((id, tx)).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Resolves the findings and occurrences of a completed SubJob's scope that it did not report (see
+    /// [`findings::resolve_unseen_many`]); how many findings the SubJob has resolved in all.
+    pub async fn resolve(&self, scope: FindingScope) -> StoreResult<i64> {
+        let (tx, rx) = oneshot::channel();
+        self.resolutions.send((scope, tx)).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
 
@@ -91,6 +105,28 @@ async fn claim_loop(db: Mongo, owner: String, lease: Duration, mut rx: mpsc::Rec
                 None => subjobs::claim_contended(&db, &id, &owner, lease).await,
             };
             let _ = reply.send(answer);
+        }
+    }
+}
+
+async fn resolve_loop(db: Mongo, mut rx: mpsc::Receiver<(FindingScope, Reply<i64>)>) {
+    while let Some(batch) = next_batch(&mut rx).await {
+        let scopes: Vec<FindingScope> = batch.iter().map(|(s, _)| s.clone()).collect();
+        let resolved = match findings::resolve_unseen_many(&db, &scopes).await {
+            Ok(counts) => occurrences::resolve_unseen_many(&db, &scopes).await.map(|()| counts),
+            Err(e) => Err(e),
+        };
+        match resolved {
+            Ok(counts) => {
+                for ((_, reply), n) in batch.into_iter().zip(counts) {
+                    let _ = reply.send(Ok(n));
+                }
+            }
+            Err(e) => {
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
         }
     }
 }

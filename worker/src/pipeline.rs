@@ -683,12 +683,10 @@ async fn store(ctx: &WorkerCtx, job: &SubJobDoc, workdir: &Path, adapter: Adapte
             Err(e) => return Ending::Failed(format!("storing findings failed: {e}"), outcome),
         }
     } else {
-        let resolved = match findings::resolve_unseen(&ctx.mongo, &scope).await {
-            Ok(n) => occurrences::resolve_unseen(&ctx.mongo, &scope).await.map(|_| n),
-            Err(e) => Err(e),
-        };
-        match resolved {
-            Ok(n) => outcome.resolved_findings += n,
+        // Batched with the other SubJobs finishing here; the count it answers is every finding this
+        // SubJob resolved (unreported, or reported passing), read from the documents.
+        match ctx.ledger.resolve(scope).await {
+            Ok(n) => outcome.resolved_findings = n,
             Err(e) => return Ending::Failed(format!("resolving findings failed: {e}"), outcome),
         }
     }

@@ -385,22 +385,63 @@ fn auto_resolution(scope: &FindingScope, reason: &str) -> StoreResult<Bson> {
 /// last sighting is older than this SubJob's). Returns how many it resolved. Repeating it resolves
 /// nothing more.
 pub async fn resolve_unseen(db: &Mongo, scope: &FindingScope) -> StoreResult<i64> {
+    let (filter, update) = unseen_resolution(scope)?;
+    Ok(db.findings.update_many(filter, update).await?.modified_count as i64)
+}
+
+/// [`resolve_unseen`] for the scopes of many SubJobs in one round trip (one `update` command, a
+/// statement each), then, in one more, how many findings each of those SubJobs has resolved in all
+/// (unreported, or reported passing; by whichever attempt), counted from the documents. Returns the
+/// counts in the order of `scopes`.
+pub async fn resolve_unseen_many(db: &Mongo, scopes: &[FindingScope]) -> StoreResult<Vec<i64>> {
+    if scopes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut updates = Vec::with_capacity(scopes.len());
+    for scope in scopes {
+        let (q, u) = unseen_resolution(scope)?;
+        updates.push(Bson::Document(doc! { "q": q, "u": u, "multi": true }));
+    }
+    let reply = db
+        .cloud_security_db()
+        .run_command(doc! { "update": db.findings.name(), "updates": updates, "ordered": false })
+        .await?;
+    if let Ok(errors) = reply.get_array("writeErrors")
+        && !errors.is_empty()
+    {
+        return Err(StoreError::Database(format!(
+            "{} finding resolution(s) failed: {:?}",
+            errors.len(),
+            errors.first()
+        )));
+    }
+    let ids: Vec<Bson> = scopes.iter().map(|s| Bson::from(&s.subjob_id)).collect();
+    let rows: Vec<Document> = db
+        .findings
+        .aggregate(vec![
+            doc! { "$match": { "status": "resolved", "resolution.subjob_id": { "$in": ids } } },
+            doc! { "$group": { "_id": "$resolution.subjob_id", "n": { "$sum": 1 } } },
+        ])
+        .await?
+        .try_collect()
+        .await?;
+    let counted: HashMap<&str, i64> =
+        rows.iter().filter_map(|r| Some((r.get_str("_id").ok()?, number(r, "n")))).collect();
+    Ok(scopes.iter().map(|s| counted.get(s.subjob_id.as_str()).copied().unwrap_or(0)).collect())
+}
+
+/// The filter and the update that resolve what a scope holds active and its SubJob did not report.
+fn unseen_resolution(scope: &FindingScope) -> StoreResult<(Document, Document)> {
     let mut filter = scope.filter();
     filter.insert("status", doc! { "$in": ["open", "reopened"] });
     filter.insert("last_seen", doc! { "$lt": scope.seen_at });
     let reason = format!("no longer reported by {} in run {}", scope.tool, scope.run_id);
-    let r = db
-        .findings
-        .update_many(
-            filter,
-            doc! { "$set": {
-                "status": "resolved",
-                "status_changed_at": scope.seen_at,
-                "resolution": auto_resolution(scope, &reason)?,
-            } },
-        )
-        .await?;
-    Ok(r.modified_count as i64)
+    let update = doc! { "$set": {
+        "status": "resolved",
+        "status_changed_at": scope.seen_at,
+        "resolution": auto_resolution(scope, &reason)?,
+    } };
+    Ok((filter, update))
 }
 
 /// What a SubJob did to the lifecycle, counted from the documents (exact whatever attempt wrote them).

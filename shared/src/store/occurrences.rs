@@ -337,21 +337,50 @@ pub async fn sync_batch(db: &Mongo, scope: &FindingScope, batch: &[NewFinding]) 
 
 /// Resolves the open occurrences of the scope that a complete SubJob did not see. Decisions stay.
 pub async fn resolve_unseen(db: &Mongo, scope: &FindingScope) -> StoreResult<i64> {
+    let (filter, update) = unseen_resolution(scope);
+    Ok(db.occurrences.update_many(filter, update).await?.modified_count as i64)
+}
+
+/// [`resolve_unseen`] for the scopes of many SubJobs in one round trip (one `update` command, a
+/// statement each).
+pub async fn resolve_unseen_many(db: &Mongo, scopes: &[FindingScope]) -> StoreResult<()> {
+    if scopes.is_empty() {
+        return Ok(());
+    }
+    let updates: Vec<Bson> = scopes
+        .iter()
+        .map(|scope| {
+            let (q, u) = unseen_resolution(scope);
+            Bson::Document(doc! { "q": q, "u": u, "multi": true })
+        })
+        .collect();
+    let reply = db
+        .vulnerabilities_db()
+        .run_command(doc! { "update": db.occurrences.name(), "updates": updates, "ordered": false })
+        .await?;
+    if let Ok(errors) = reply.get_array("writeErrors")
+        && !errors.is_empty()
+    {
+        return Err(StoreError::Database(format!(
+            "{} occurrence resolution(s) failed: {:?}",
+            errors.len(),
+            errors.first()
+        )));
+    }
+    Ok(())
+}
+
+/// The filter and the update that resolve the open occurrences a scope's SubJob did not see.
+fn unseen_resolution(scope: &FindingScope) -> (Document, Document) {
     let mut filter = scope.filter();
     filter.insert("status", doc! { "$in": ["open", "reopened"] });
     filter.insert("last_seen", doc! { "$lt": scope.seen_at });
-    let r = db
-        .occurrences
-        .update_many(
-            filter,
-            doc! { "$set": {
-                "status": "resolved",
-                "status_changed_at": scope.seen_at,
-                "resolution": { "kind": "auto", "run_id": &scope.run_id, "at": scope.seen_at },
-            } },
-        )
-        .await?;
-    Ok(r.modified_count as i64)
+    let update = doc! { "$set": {
+        "status": "resolved",
+        "status_changed_at": scope.seen_at,
+        "resolution": { "kind": "auto", "run_id": &scope.run_id, "at": scope.seen_at },
+    } };
+    (filter, update)
 }
 
 /// A person sets an occurrence's status (a decision, or back to open). Returns the updated document.

@@ -366,3 +366,53 @@ async fn occurrence_decisions_survive_rescans() {
     let (_, b): (u16, Value) = app.api.get(&token, &format!("/api/vulnerabilities/occurrences/{id}")).await;
     assert_eq!(b["status"], json!("reopened"), "{b}");
 }
+
+#[tokio::test]
+async fn resolving_many_scopes_at_once_touches_each_scope_only_and_counts_what_each_subjob_resolved() {
+    let app = TestApi::spawn().await;
+    let team = TeamId::new();
+    let (image_a, image_b) = ("registry.example.com/a:1", "registry.example.com/b:1");
+    let first_a = scope(&team, image_a, 1_000);
+    let first_b = scope(&team, image_b, 1_000);
+    let a = vec![
+        vuln("CVE-2024-0001", "openssl", Severity::High, 7.5),
+        check("a.one", image_a, Verdict::Fail),
+        check("a.two", image_a, Verdict::Fail),
+    ];
+    let b = vec![vuln("CVE-2024-0002", "zlib", Severity::Medium, 5.0), check("b.one", image_b, Verdict::Fail)];
+    for (s, batch) in [(&first_a, &a), (&first_b, &b)] {
+        upsert_batch(&app.mongo, s, batch).await.expect("stored");
+        occurrences::sync_batch(&app.mongo, s, batch).await.expect("occurrences");
+    }
+
+    // The next scan of A reports only `a.one`, now passing; the next scan of B reports all it did.
+    let later_a = scope(&team, image_a, 2_000);
+    let later_b = scope(&team, image_b, 2_000);
+    upsert_batch(&app.mongo, &later_a, &[check("a.one", image_a, Verdict::Pass)]).await.expect("stored");
+    upsert_batch(&app.mongo, &later_b, &b).await.expect("stored");
+    occurrences::sync_batch(&app.mongo, &later_b, &b).await.expect("occurrences");
+    // A SubJob of another team's scope with nothing in it, in the same round trip.
+    let other = scope(&TeamId::new(), image_a, 2_000);
+    let scopes = [later_a.clone(), later_b.clone(), other];
+    // A's count is everything its SubJob resolved: the check reported passing and the two unreported.
+    assert_eq!(findings::resolve_unseen_many(&app.mongo, &scopes).await.expect("resolved"), vec![3, 0, 0]);
+    occurrences::resolve_unseen_many(&app.mongo, &scopes).await.expect("resolved");
+
+    let mongo = &app.mongo;
+    let count = |filter| async move { mongo.findings.count_documents(filter).await.expect("count") };
+    assert_eq!(count(doc! { "target": image_a, "status": "resolved" }).await, 3);
+    assert_eq!(count(doc! { "resolution.subjob_id": &later_a.subjob_id }).await, 3);
+    assert_eq!(count(doc! { "target": image_b, "status": "open" }).await, 2, "B still reports its findings");
+    let open_occurrences = |target: &'static str| async move {
+        mongo.occurrences.count_documents(doc! { "target": target, "status": "open" }).await.expect("count")
+    };
+    assert_eq!(open_occurrences(image_a).await, 0, "A's vulnerability is no longer reported");
+    assert_eq!(open_occurrences(image_b).await, 1);
+
+    // Repeated (a second attempt of the same SubJobs): nothing more changes, the counts hold.
+    assert_eq!(findings::resolve_unseen_many(&app.mongo, &scopes).await.expect("resolved"), vec![3, 0, 0]);
+    occurrences::resolve_unseen_many(&app.mongo, &scopes).await.expect("resolved");
+    assert_eq!(count(doc! { "target": image_b, "status": "open" }).await, 2);
+    assert_eq!(open_occurrences(image_b).await, 1);
+    assert!(findings::resolve_unseen_many(&app.mongo, &[]).await.expect("nothing").is_empty());
+}

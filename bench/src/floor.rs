@@ -257,37 +257,13 @@ async fn claim_and_finish(db: &Mongo, lane: usize, ids: &[SubJobId], batch: usiz
 }
 
 fn queued_canary(run: &RunId, team: &TeamId, i: usize, run_size: usize) -> SubJobDoc {
+    let tool = ToolId { tool: Tool::Canary, label: Some(format!("l{i}")) };
     SubJobDoc {
-        id: SubJobId::new(),
-        run_id: run.clone(),
-        team_id: team.clone(),
-        queue: QueueKind::Cloud,
-        tool: ToolId { tool: Tool::Canary, label: Some(format!("l{i}")) },
-        region: "us-east-1".into(),
-        account_id: None,
-        provider: None,
-        provider_account_id: None,
-        native: None,
-        canary: None,
-        status: SubJobStatus::Queued,
-        attempts: 0,
-        max_attempts: 3,
         timeout_secs: 120,
-        lease_owner: None,
-        lease_token: None,
-        lease_expires_at: None,
-        cancel_requested: false,
         dispatched_at: Some(Timestamp::now()),
         dispatch_token: Some("floor".into()),
-        created_at: Timestamp::now(),
-        started_at: None,
-        finished_at: None,
-        findings_count: 0,
-        new_findings: 0,
-        severity: Default::default(),
-        error: None,
-        last_interruption: None,
         run_size: run_size as i64,
+        ..SubJobDoc::queued(run.clone(), team.clone(), QueueKind::Cloud, tool, "us-east-1".into())
     }
 }
 

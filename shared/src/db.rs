@@ -316,6 +316,10 @@ impl ComplianceCollections {
     }
 
     /// Runs a database command on `cspm_compliance` (batched writes).
+    pub(crate) fn database(&self) -> &Database {
+        &self.database
+    }
+
     pub async fn command(&self, command: Document) -> StoreResult<Document> {
         Ok(self.database.run_command(command).await?)
     }

@@ -9,9 +9,9 @@ use crate::db::Mongo;
 use crate::dispatch;
 use crate::domain::native::{NetworkScanType, PortList, Target, TargetPolicy};
 use crate::domain::provider::{GLOBAL_REGION, validate_region};
-use crate::domain::scan::{CanaryOptions, RunStatus, ScanType, SubJobStatus, Tool, ToolId};
+use crate::domain::scan::{CanaryOptions, RunStatus, ScanType, Tool, ToolId};
 use crate::error::{StoreError, StoreResult};
-use crate::ids::{AccountId, RunId, ScheduleId, SubJobId, TeamId, UserId};
+use crate::ids::{AccountId, RunId, ScheduleId, TeamId, UserId};
 use crate::queue::{QueueKind, Queues};
 use crate::store::accounts::{self, ActiveClaim};
 use crate::store::runs::{self, RunDoc, RunKind};
@@ -382,36 +382,11 @@ fn new_subjob(
     customise: impl FnOnce(&mut SubJobDoc),
 ) -> SubJobDoc {
     let mut job = SubJobDoc {
-        id: SubJobId::new(),
-        run_id: run.id.clone(),
-        team_id: run.team_id.clone(),
-        queue,
-        tool,
-        region,
-        account_id: None,
-        provider: None,
-        provider_account_id: None,
-        native: None,
-        canary: None,
-        status: SubJobStatus::Queued,
-        attempts: 0,
         max_attempts: limits.max_attempts,
         timeout_secs: timeout.as_secs() as i64,
-        lease_owner: None,
-        lease_token: None,
-        lease_expires_at: None,
-        cancel_requested: false,
-        dispatched_at: None,
-        dispatch_token: None,
         created_at: run.created_at,
-        started_at: None,
-        finished_at: None,
-        findings_count: 0,
-        new_findings: 0,
-        severity: Default::default(),
-        error: None,
-        last_interruption: None,
         run_size: run.sub_jobs_count,
+        ..SubJobDoc::queued(run.id.clone(), run.team_id.clone(), queue, tool, region)
     };
     customise(&mut job);
     job

@@ -22,38 +22,19 @@ pub fn running_native_subjob(
     native: crate::store::subjobs::NativeSpec,
 ) -> crate::store::subjobs::SubJobDoc {
     use crate::domain::scan::{SubJobStatus, ToolId};
-    use crate::ids::{RunId, SubJobId, TeamId};
+    use crate::ids::{RunId, TeamId};
     crate::store::subjobs::SubJobDoc {
-        id: SubJobId::new(),
-        run_id: RunId::new(),
-        team_id: TeamId::new(),
-        queue: crate::queue::QueueKind::Native,
-        tool: ToolId::plain(tool),
-        region: "global".into(),
-        account_id: None,
-        provider: None,
-        provider_account_id: None,
         native: Some(native),
-        canary: None,
         status: SubJobStatus::Running,
         attempts: 1,
-        max_attempts: 3,
         timeout_secs: 120,
-        lease_owner: None,
-        lease_token: None,
-        lease_expires_at: None,
-        cancel_requested: false,
-        dispatched_at: None,
-        dispatch_token: None,
-        created_at: crate::time::Timestamp::now(),
-        started_at: None,
-        finished_at: None,
-        findings_count: 0,
-        new_findings: 0,
-        severity: Default::default(),
-        error: None,
-        last_interruption: None,
-        run_size: 1,
+        ..crate::store::subjobs::SubJobDoc::queued(
+            RunId::new(),
+            TeamId::new(),
+            crate::queue::QueueKind::Native,
+            ToolId::plain(tool),
+            "global".into(),
+        )
     }
 }
 

@@ -466,16 +466,8 @@ pub async fn write_derived(db: &Mongo, team: &TeamId, job: &SyncJobId, derived: 
                 "upsert": true,
             }));
         }
-        let reply = db.compliance.command(doc! { "update": coll.name(), "updates": updates, "ordered": false }).await?;
-        if let Ok(errors) = reply.get_array("writeErrors")
-            && !errors.is_empty()
-        {
-            return Err(StoreError::Database(format!(
-                "{} control state(s) were not written: {:?}",
-                errors.len(),
-                errors.first()
-            )));
-        }
+        crate::store::update_statements(db.compliance.database(), coll.name(), updates, false, "control state(s)")
+            .await?;
     }
     let (state, reason) = Tally::default().derive();
     coll.update_many(

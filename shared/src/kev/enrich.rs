@@ -16,7 +16,7 @@ use super::KevMark;
 use super::index::KevIndex;
 use super::store::EnrichStats;
 use crate::db::Mongo;
-use crate::error::{StoreError, StoreResult};
+use crate::error::StoreResult;
 use crate::store::subjobs::number;
 
 /// CVEs per query.
@@ -130,17 +130,7 @@ impl<'a> Writer<'a> {
             return Ok(());
         }
         let updates = std::mem::take(&mut self.updates);
-        let reply =
-            self.db.run_command(doc! { "update": self.collection, "updates": updates, "ordered": false }).await?;
-        if let Ok(errors) = reply.get_array("writeErrors")
-            && !errors.is_empty()
-        {
-            return Err(StoreError::Database(format!(
-                "{} KEV mark(s) were not written: {:?}",
-                errors.len(),
-                errors.first()
-            )));
-        }
+        let reply = crate::store::update_statements(self.db, self.collection, updates, false, "KEV mark(s)").await?;
         self.modified += number(&reply, "nModified");
         Ok(())
     }

@@ -26,6 +26,7 @@ use crate::error::{StoreError, StoreResult};
 use crate::ids::{AccountId, RunId, SubJobId, TeamId, UserId};
 use crate::ocsf::event::{CloudContext, EventContext};
 use crate::store::subjobs::number;
+use crate::store::update_statements;
 use crate::time::Timestamp;
 
 pub use crate::domain::finding::NewFinding;
@@ -402,19 +403,7 @@ pub async fn resolve_unseen_many(db: &Mongo, scopes: &[FindingScope]) -> StoreRe
         let (q, u) = unseen_resolution(scope)?;
         updates.push(Bson::Document(doc! { "q": q, "u": u, "multi": true }));
     }
-    let reply = db
-        .cloud_security_db()
-        .run_command(doc! { "update": db.findings.name(), "updates": updates, "ordered": false })
-        .await?;
-    if let Ok(errors) = reply.get_array("writeErrors")
-        && !errors.is_empty()
-    {
-        return Err(StoreError::Database(format!(
-            "{} finding resolution(s) failed: {:?}",
-            errors.len(),
-            errors.first()
-        )));
-    }
+    update_statements(db.cloud_security_db(), db.findings.name(), updates, false, "finding resolution(s)").await?;
     let ids: Vec<Bson> = scopes.iter().map(|s| Bson::from(&s.subjob_id)).collect();
     let rows: Vec<Document> = db
         .findings

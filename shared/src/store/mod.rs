@@ -14,6 +14,27 @@ pub mod users;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::error::{StoreError, StoreResult};
+
+/// Runs one `update` command of many statements against `collection` and returns the server's reply.
+/// A statement the server refused fails the call, saying how many `what` were not written and why the
+/// first was not.
+pub(crate) async fn update_statements(
+    db: &mongodb::Database,
+    collection: &str,
+    updates: Vec<bson::Bson>,
+    ordered: bool,
+    what: &str,
+) -> StoreResult<bson::Document> {
+    let reply = db.run_command(bson::doc! { "update": collection, "updates": updates, "ordered": ordered }).await?;
+    if let Ok(errors) = reply.get_array("writeErrors")
+        && !errors.is_empty()
+    {
+        return Err(StoreError::Database(format!("{} {what} were not written: {:?}", errors.len(), errors.first())));
+    }
+    Ok(reply)
+}
+
 /// Reads a stored flag written as a boolean or as 0/1 (the MongoDB-wire test server stores booleans
 /// written by `$set` as integers; queries treat both alike).
 pub fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {

@@ -14,11 +14,11 @@ use sha2::{Digest, Sha256};
 use crate::db::Mongo;
 use crate::domain::finding::{NewFinding, VulnId};
 use crate::domain::severity::Severity;
-use crate::error::{StoreError, StoreResult};
+use crate::error::StoreResult;
 use crate::ids::{AccountId, RunId, SubJobId, TeamId, UserId};
 use crate::kev::KevMark;
 use crate::store::findings::{FindingScope, dedup_key};
-use crate::store::lenient_bool;
+use crate::store::{lenient_bool, update_statements};
 use crate::time::Timestamp;
 
 /// Where an occurrence stands.
@@ -319,19 +319,7 @@ pub async fn sync_batch(db: &Mongo, scope: &FindingScope, batch: &[NewFinding]) 
         } },
         "multi": true,
     }));
-    let reply = db
-        .vulnerabilities_db()
-        .run_command(doc! { "update": db.occurrences.name(), "updates": updates, "ordered": true })
-        .await?;
-    if let Ok(errors) = reply.get_array("writeErrors")
-        && !errors.is_empty()
-    {
-        return Err(StoreError::Database(format!(
-            "{} occurrence(s) were not written: {:?}",
-            errors.len(),
-            errors.first()
-        )));
-    }
+    update_statements(db.vulnerabilities_db(), db.occurrences.name(), updates, true, "occurrence(s)").await?;
     Ok(named)
 }
 
@@ -354,19 +342,8 @@ pub async fn resolve_unseen_many(db: &Mongo, scopes: &[FindingScope]) -> StoreRe
             Bson::Document(doc! { "q": q, "u": u, "multi": true })
         })
         .collect();
-    let reply = db
-        .vulnerabilities_db()
-        .run_command(doc! { "update": db.occurrences.name(), "updates": updates, "ordered": false })
+    update_statements(db.vulnerabilities_db(), db.occurrences.name(), updates, false, "occurrence resolution(s)")
         .await?;
-    if let Ok(errors) = reply.get_array("writeErrors")
-        && !errors.is_empty()
-    {
-        return Err(StoreError::Database(format!(
-            "{} occurrence resolution(s) failed: {:?}",
-            errors.len(),
-            errors.first()
-        )));
-    }
     Ok(())
 }
 

@@ -108,6 +108,44 @@ pub struct SubJobDoc {
 }
 
 impl SubJobDoc {
+    /// A new SubJob of a run: queued, never dispatched or claimed, created now, three attempts, a run of
+    /// one; no account, target, canary options or time limit (`timeout_secs` 0): callers set what their
+    /// kind needs with struct-update syntax.
+    pub fn queued(run_id: RunId, team_id: TeamId, queue: QueueKind, tool: ToolId, region: String) -> Self {
+        Self {
+            id: SubJobId::new(),
+            run_id,
+            team_id,
+            queue,
+            tool,
+            region,
+            account_id: None,
+            provider: None,
+            provider_account_id: None,
+            native: None,
+            canary: None,
+            status: SubJobStatus::Queued,
+            attempts: 0,
+            max_attempts: 3,
+            timeout_secs: 0,
+            lease_owner: None,
+            lease_token: None,
+            lease_expires_at: None,
+            cancel_requested: false,
+            dispatched_at: None,
+            dispatch_token: None,
+            created_at: Timestamp::now(),
+            started_at: None,
+            finished_at: None,
+            findings_count: 0,
+            new_findings: 0,
+            severity: SeverityCounts::default(),
+            error: None,
+            last_interruption: None,
+            run_size: 1,
+        }
+    }
+
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_secs.max(1) as u64)
     }
@@ -410,15 +448,9 @@ pub async fn finish_many(db: &Mongo, items: &[Finishing]) -> StoreResult<Vec<boo
             } },
         }));
     }
-    let reply = db
-        .sub_jobs_db()
-        .run_command(doc! { "update": db.sub_jobs.name(), "updates": updates, "ordered": false })
-        .await?;
-    if let Ok(errors) = reply.get_array("writeErrors")
-        && !errors.is_empty()
-    {
-        return Err(StoreError::Database(format!("{} sub-job update(s) failed: {:?}", errors.len(), errors.first())));
-    }
+    let reply =
+        crate::store::update_statements(db.sub_jobs_db(), db.sub_jobs.name(), updates, false, "sub-job update(s)")
+            .await?;
     if number(&reply, "nModified") == items.len() as i64 {
         return Ok(vec![true; items.len()]);
     }

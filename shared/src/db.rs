@@ -315,11 +315,12 @@ impl ComplianceCollections {
         }
     }
 
-    /// Runs a database command on `cspm_compliance` (batched writes).
+    /// The `cspm_compliance` database (for batched writes).
     pub(crate) fn database(&self) -> &Database {
         &self.database
     }
 
+    /// Runs a database command on `cspm_compliance` (batched writes).
     pub async fn command(&self, command: Document) -> StoreResult<Document> {
         Ok(self.database.run_command(command).await?)
     }

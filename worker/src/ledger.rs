@@ -116,34 +116,28 @@ async fn resolve_loop(db: Mongo, mut rx: mpsc::Receiver<(FindingScope, Reply<i64
             Ok(counts) => occurrences::resolve_unseen_many(&db, &scopes).await.map(|()| counts),
             Err(e) => Err(e),
         };
-        match resolved {
-            Ok(counts) => {
-                for ((_, reply), n) in batch.into_iter().zip(counts) {
-                    let _ = reply.send(Ok(n));
-                }
-            }
-            Err(e) => {
-                for (_, reply) in batch {
-                    let _ = reply.send(Err(e.clone()));
-                }
-            }
-        }
+        answer(batch, resolved);
     }
 }
 
 async fn finish_loop(db: Mongo, mut rx: mpsc::Receiver<(Finishing, Reply<bool>)>) {
     while let Some(batch) = next_batch(&mut rx).await {
         let items: Vec<Finishing> = batch.iter().map(|(f, _)| f.clone()).collect();
-        match subjobs::finish_many(&db, &items).await {
-            Ok(done) => {
-                for ((_, reply), made) in batch.into_iter().zip(done) {
-                    let _ = reply.send(Ok(made));
-                }
+        answer(batch, subjobs::finish_many(&db, &items).await);
+    }
+}
+
+/// Answers each request of a batch with its own result, in order, or all of them with the batch's error.
+fn answer<R, T>(batch: Vec<(R, Reply<T>)>, results: StoreResult<Vec<T>>) {
+    match results {
+        Ok(results) => {
+            for ((_, reply), result) in batch.into_iter().zip(results) {
+                let _ = reply.send(Ok(result));
             }
-            Err(e) => {
-                for (_, reply) in batch {
-                    let _ = reply.send(Err(e.clone()));
-                }
+        }
+        Err(e) => {
+            for (_, reply) in batch {
+                let _ = reply.send(Err(e.clone()));
             }
         }
     }

@@ -26,7 +26,7 @@ use cspm_shared::queue::{QueueKind, QueueSettings, Queues, SubJobMessage};
 use cspm_shared::store::subjobs::{self, Finishing, Outcome, SubJobDoc};
 use cspm_shared::time::Timestamp;
 use cspm_worker::poll::{self, WakeStrategy};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc};
 
 /// Messages per push in the burst (the feeder's batch).
 const PUSH_BATCH: usize = 500;
@@ -85,7 +85,7 @@ pub async fn queue(
         waits: Mutex::new(Vec::new()),
         last: Mutex::new(None),
     });
-    let (stop_tx, stop_rx) = watch::channel(false);
+    // Consumers and their wake-up listeners run until the measurement ends; the process exits then.
     let mut running = Vec::new();
     for w in 0..workers {
         let (wake_tx, wake_rx) = mpsc::channel(1);
@@ -96,17 +96,8 @@ pub async fn queue(
             .data(seen.clone())
             .concurrency(concurrency)
             .build(nothing);
-        let mut stop = stop_rx.clone();
         running.push(tokio::spawn(async move {
-            let signal = async move {
-                while !*stop.borrow() {
-                    if stop.changed().await.is_err() {
-                        break;
-                    }
-                }
-                Ok::<(), WorkerError>(())
-            };
-            if let Err(e) = worker.run_until(signal).await {
+            if let Err(e) = worker.run().await {
                 eprintln!("queue worker failed: {e}");
             }
         }));
@@ -120,7 +111,7 @@ pub async fn queue(
     let run = RunId::new();
     let mut left = count;
     while left > 0 {
-        let room = 2000u64.saturating_sub(queues.depth(kind).await?) as usize;
+        let room = queues.settings().high_water_mark.saturating_sub(queues.depth(kind).await?) as usize;
         if room < PUSH_BATCH.min(left) {
             tokio::time::sleep(Duration::from_millis(2)).await;
             continue;
@@ -158,7 +149,6 @@ pub async fn queue(
     let mut waits = seen.waits.lock().map(|w| w.clone()).unwrap_or_default();
     waits.sort_by(f64::total_cmp);
 
-    let _ = stop_tx.send(true);
     for r in running {
         r.abort();
     }
